@@ -1,0 +1,134 @@
+"""The token paths into and out of the transformer (UViT-style, as in aMUSEd/Meissonic).
+
+In:  ids [B, H, W] -> embedding -> RMSNorm -> 1x1 conv -> (RMSNorm, 2x2 stride-2 conv) -> [B, h, w, d]
+Out: [B, h, w, d] -> (RMSNorm, 2x2 stride-2 transposed conv) -> 1x1 conv -> RMSNorm -> 1x1 conv
+     -> logits [B, H, W, codebook]
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from editmgt_jax.common_types import (
+    CODEBOOK,
+    CONV_HEIGHT,
+    CONV_WIDTH,
+    EMBED,
+    MLP,
+    VOCAB,
+    Array,
+    DType,
+)
+from editmgt_jax.nn.linear import dense
+from editmgt_jax.nn.normalization import RMSNorm
+
+PATCH = 2  # the down/upsample factor
+
+
+def space_to_depth_conv(x: Array, kernel: Array, precision=None) -> Array:
+    """2x2 stride-2 convolution without padding. x [B, H, W, C], kernel [2, 2, C, O] -> [B, H/2, W/2, O]."""
+    b, h, w, c = x.shape
+    patches = x.reshape(b, h // PATCH, PATCH, w // PATCH, PATCH, c)
+    return jnp.einsum("bipjqc,pqco->bijo", patches, kernel.astype(x.dtype), precision=precision)
+
+
+def depth_to_space_conv_transpose(x: Array, kernel: Array, precision=None) -> Array:
+    """2x2 stride-2 transposed convolution (no overlap). x [B, h, w, C], kernel [2, 2, C, O] ->
+    [B, 2h, 2w, O], out[2i + p, 2j + q] = x[i, j] @ kernel[p, q]."""
+    b, h, w, _ = x.shape
+    y = jnp.einsum("bijc,pqco->bipjqo", x, kernel.astype(x.dtype), precision=precision)
+    return y.reshape(b, h * PATCH, w * PATCH, kernel.shape[-1])
+
+
+class _Resample(nn.Module):
+    """RMSNorm over channels, then the 2x2 stride-2 (transposed) convolution, no bias."""
+
+    eps: float = 1e-6
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        x = RMSNorm(self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3),
+                (CONV_HEIGHT, CONV_WIDTH, EMBED, MLP),
+            ),
+            (PATCH, PATCH, c, c),
+            self.param_dtype,
+        )
+        x = x.astype(self.dtype)
+        if self.transpose:
+            return depth_to_space_conv_transpose(x, kernel, self.precision)
+        return space_to_depth_conv(x, kernel, self.precision)
+
+
+class Downsample(_Resample):
+    """[B, H, W, C] -> [B, H/2, W/2, C]."""
+
+    transpose = False  # class constant, not a module field
+
+
+class Upsample(_Resample):
+    """[B, h, w, C] -> [B, 2h, 2w, C]."""
+
+    transpose = True
+
+
+class TokenEmbed(nn.Module):
+    """ids [B, H, W] -> [B, H, W, d]: embedding, RMSNorm, 1x1 conv (no bias)."""
+
+    vocab_size: int
+    features: int
+    eps: float = 1e-6
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    @nn.compact
+    def __call__(self, ids: Array) -> Array:
+        x = nn.Embed(
+            self.vocab_size,
+            self.features,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            embedding_init=nn.with_logical_partitioning(
+                nn.initializers.normal(1.0), (VOCAB, EMBED)
+            ),
+            name="embeddings",
+        )(ids)
+        x = RMSNorm(self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="layer_norm")(x)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
+        return dense(self.features, (EMBED, MLP), use_bias=False, name="conv", **kw)(x)
+
+
+class MlmHead(nn.Module):
+    """[B, H, W, d] -> float32 logits [B, H, W, codebook]: 1x1 conv, RMSNorm, 1x1 conv (no bias)."""
+
+    codebook_size: int
+    eps: float = 1e-6
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kw = dict(param_dtype=self.param_dtype, precision=self.precision)
+        x = dense(x.shape[-1], (EMBED, MLP), use_bias=False, name="conv1", dtype=self.dtype, **kw)(
+            x
+        )
+        x = RMSNorm(self.eps, dtype=jnp.float32, param_dtype=self.param_dtype, name="layer_norm")(x)
+        # Logits in float32 whatever the compute dtype: they feed softmax, sampling and the loss.
+        return dense(
+            self.codebook_size,
+            (EMBED, CODEBOOK),
+            use_bias=False,
+            name="conv2",
+            dtype=jnp.float32,
+            **kw,
+        )(x)

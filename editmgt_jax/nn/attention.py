@@ -1,0 +1,185 @@
+"""Joint attention over [text; image; source] with reference injection and text->image capture.
+
+The math lives in pure functions (`reference_bias`, `attention_with_logits`,
+`text_to_image_attention`, `reduce_text_to_image`); `JointAttention` only holds the projections.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from editmgt_jax.common_types import (
+    ACT_BATCH,
+    ACT_HEADS,
+    ACT_KV,
+    ACT_LENGTH,
+    EMBED,
+    HEADS,
+    Array,
+    DType,
+)
+from editmgt_jax.nn.linear import dense
+from editmgt_jax.nn.normalization import RMSNorm
+from editmgt_jax.nn.rope import apply_rope
+
+Rope = tuple[Array, Array]  # (cos, sin), each [length, head_dim]
+
+
+def reference_bias(length: int, num_source: int, log_strength: Array) -> Array:
+    """Additive bias [length, length]: log(s) between the trailing `num_source` positions and all
+    others (both directions), zero elsewhere. Shared by heads and batch."""
+    is_source = jnp.arange(length) >= length - num_source
+    crosses = is_source[:, None] != is_source[None, :]
+    return jnp.where(crosses, jnp.asarray(log_strength, jnp.float32), 0.0)
+
+
+def attention_with_logits(
+    q: Array, k: Array, v: Array, bias: Array | None, precision=None
+) -> tuple[Array, Array]:
+    """Softmax attention that also returns its float32 logits.
+
+    q/k/v: [batch, length, heads, head_dim]; bias broadcastable to [batch, heads, length, length].
+    Returns (out [batch, length, heads, head_dim] in v's dtype, logits [batch, heads, L, L]).
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum(
+        "bqhd,bkhd->bhqk", q, k, precision=precision, preferred_element_type=jnp.float32
+    )
+    logits = logits * scale
+    if bias is not None:
+        logits = logits + bias
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v, precision=precision)
+    return out, logits
+
+
+def text_to_image_attention(logits: Array, text_len: int, image_len: int) -> Array:
+    """The text queries' softmax over [text; image] keys only (source keys left out).
+
+    logits: [batch, heads, L, L] with positions ordered [text; image; source]. The reference bias is
+    zero on these rows and columns, so the logits can be shared with the main attention.
+    Returns [batch, heads, text_len, image_len] float32.
+    """
+    rows = logits[:, :, :text_len, : text_len + image_len]
+    return jax.nn.softmax(rows, axis=-1)[..., text_len:]
+
+
+def reduce_text_to_image(attention: Array, text_weights: Array | None = None) -> Array:
+    """[batch, heads, T, N] -> [batch, N]: mean over heads, then over text tokens.
+
+    text_weights [batch, T] selects/weights text positions (e.g. the tokens of a query phrase);
+    None averages over all T positions, as the official sampler does.
+    """
+    per_token = jnp.mean(attention, axis=1)  # [batch, T, N]
+    if text_weights is None:
+        return jnp.mean(per_token, axis=1)
+    weights = text_weights.astype(jnp.float32)
+    total = jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), 1e-12)
+    return jnp.einsum("btn,bt->bn", per_token, weights) / total
+
+
+class JointAttention(nn.Module):
+    """Multi-head attention of the double-stream (`has_context=True`) or single-stream block.
+
+    Double-stream: the image and text streams have separate q/k/v (and output) projections and
+    per-head RMSNorms on q and k. Single-stream: one set, applied to the concatenated [text; image]
+    sequence, and no output projection (`pre_only`). In both, the source-image stream reuses the
+    image projections and joins the attention as extra queries and keys.
+    """
+
+    num_heads: int
+    head_dim: int
+    has_context: bool
+    eps: float = 1e-6
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    def _heads(self, x: Array) -> Array:
+        x = x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+        return nn.with_logical_constraint(x, (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV))
+
+    @nn.compact
+    def __call__(
+        self,
+        image: Array,
+        rope_image: Rope,
+        *,
+        text: Array | None = None,
+        text_len: int = 0,
+        source: Array | None = None,
+        rope_source: Rope | None = None,
+        log_strength: Array | float = 0.0,
+        capture: bool = False,
+    ):
+        """Runs the attention.
+
+        Args:
+          image: [B, N, d] normalized image stream (single-stream: [B, T + N, d], text first).
+          rope_image: tables for the N image positions.
+          text: [B, T, d] normalized text stream (double-stream only).
+          text_len: T (single-stream only; the length of the text prefix of `image`).
+          source: [B, Ns, d] normalized source stream, or None.
+          rope_source: tables for the source positions.
+          log_strength: log(reference_strength), the bias between source and the rest.
+          capture: also return the text->image attention [B, heads, T, N].
+        Returns:
+          (image_out, text_out, source_out, captured); text_out is None for single-stream.
+        """
+        d = self.num_heads * self.head_dim
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
+        to_q = dense(d, (EMBED, HEADS), use_bias=True, name="to_q", **kw)
+        to_k = dense(d, (EMBED, HEADS), use_bias=True, name="to_k", **kw)
+        to_v = dense(d, (EMBED, HEADS), use_bias=True, name="to_v", **kw)
+        norm_q = RMSNorm(self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm_q")
+        norm_k = RMSNorm(self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm_k")
+
+        def project(x, q_proj, k_proj, v_proj, q_norm, k_norm):
+            q = q_norm(self._heads(q_proj(x)))
+            k = k_norm(self._heads(k_proj(x)))
+            return q, k, self._heads(v_proj(x)).astype(self.dtype)
+
+        q, k, v = project(image, to_q, to_k, to_v, norm_q, norm_k)
+        rope_len = rope_image[0].shape[0]
+        # RoPE on image positions only: text ids are zeros, whose rotation is the identity.
+        q = jnp.concatenate([q[:, :-rope_len], apply_rope(q[:, -rope_len:], *rope_image)], axis=1)
+        k = jnp.concatenate([k[:, :-rope_len], apply_rope(k[:, -rope_len:], *rope_image)], axis=1)
+        if self.has_context:
+            if text is None:
+                raise ValueError("double-stream attention needs the text stream")
+            text_len = text.shape[1]
+            add_q = dense(d, (EMBED, HEADS), use_bias=True, name="add_q_proj", **kw)
+            add_k = dense(d, (EMBED, HEADS), use_bias=True, name="add_k_proj", **kw)
+            add_v = dense(d, (EMBED, HEADS), use_bias=True, name="add_v_proj", **kw)
+            norm_added_q = RMSNorm(
+                self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm_added_q"
+            )
+            norm_added_k = RMSNorm(
+                self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm_added_k"
+            )
+            tq, tk, tv = project(text, add_q, add_k, add_v, norm_added_q, norm_added_k)
+            q, k, v = (jnp.concatenate(pair, axis=1) for pair in ((tq, q), (tk, k), (tv, v)))
+        main_len = q.shape[1]  # T + N
+        num_source = 0
+        if source is not None:
+            sq, sk, sv = project(source, to_q, to_k, to_v, norm_q, norm_k)
+            sq, sk = apply_rope(sq, *rope_source), apply_rope(sk, *rope_source)
+            q, k, v = (jnp.concatenate(pair, axis=1) for pair in ((q, sq), (k, sk), (v, sv)))
+            num_source = source.shape[1]
+        bias = reference_bias(q.shape[1], num_source, log_strength) if num_source else None
+        out, logits = attention_with_logits(q, k, v, bias, precision=self.precision)
+        captured = None
+        if capture:
+            captured = text_to_image_attention(logits, text_len, main_len - text_len)
+        out = out.reshape(*out.shape[:2], d)
+        main, source_out = out[:, :main_len], (out[:, main_len:] if num_source else None)
+        if not self.has_context:
+            return main, None, source_out, captured
+        text_out, image_out = main[:, :text_len], main[:, text_len:]
+        to_out = dense(d, (HEADS, EMBED), use_bias=True, name="to_out", **kw)
+        to_add_out = dense(d, (HEADS, EMBED), use_bias=True, name="to_add_out", **kw)
+        image_out = to_out(image_out)
+        source_out = to_out(source_out) if num_source else None
+        return image_out, to_add_out(text_out), source_out, captured

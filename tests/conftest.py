@@ -1,0 +1,42 @@
+"""Shared fixtures: the official_tiny checkpoint and its recorded inputs/outputs."""
+
+import numpy as np
+import pytest
+
+from editmgt_jax.checkpoint.convert.from_torch import load_transformer
+from tests.fixtures_path import fixtures_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    """(config, params) converted from the official fixture."""
+    return load_transformer(fixtures_dir("official_tiny"))
+
+
+def _inputs(data):
+    return dict(
+        tokens=data["hidden_states"].astype(np.int32),
+        text_states=data["encoder_hidden_states"],
+        pooled=data["pooled_projections"],
+        micro_conds=data["micro_conds"],
+        timestep=data["timestep"],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_io():
+    """(inputs with source tokens, recorded arrays) of io.npz."""
+    data = dict(np.load(fixtures_dir("official_tiny", "io.npz")))
+    inputs = _inputs(data)
+    inputs["source_tokens"] = data["reference_image_hidden_states"].astype(np.int32)
+    return inputs, data
+
+
+@pytest.fixture(scope="session")
+def tiny_io_noref():
+    data = dict(np.load(fixtures_dir("official_tiny", "io_noref.npz")))
+    return _inputs(data), data
+
+
+def nchw_to_nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
