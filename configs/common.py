@@ -15,6 +15,7 @@ def transformer(**fields) -> ml_collections.ConfigDict:
             precision="default",
             scan_layers=False,
             remat_policy="none",
+            attention_impl="xla",
         )
     )
     model.update(fields)

@@ -45,6 +45,11 @@ def test_weights_are_split(result):
     assert result["num_split"] > result["num_params"] // 2
 
 
+def test_params_are_created_sharded(result):
+    assert result["created_num_params"] == 609_408
+    assert result["created_replicated"] == []
+
+
 def test_no_large_weight_replicated_under_fsdp(result):
     assert result["num_params_40m"] > 35e6
     assert result["replicated_large"] == []

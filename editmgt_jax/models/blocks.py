@@ -85,6 +85,7 @@ class _BlockBase(nn.Module):
             head_dim=cfg.attention_head_dim,
             has_context=has_context,
             eps=NORM_EPS,
+            impl=cfg.attention_impl,
             name=name,
             **self.kw,
         )

@@ -11,6 +11,7 @@ from editmgt_jax.common_types import PRECISIONS, to_dtype
 CONNECTOR_TYPES = ("none", "linear")
 TIMESTEP_CONVENTIONS = ("official", "mask_ratio")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("xla", "cudnn", "auto")
 MICRO_COND_CHANNELS = 256  # per micro-conditioning scalar (width, height, crop top/left, aesthetic)
 NUM_MICRO_CONDS = 5
 TIMESTEP_CHANNELS = 256
@@ -58,6 +59,7 @@ class TransformerConfig:
     precision: str = "default"
     scan_layers: bool = False
     remat_policy: str = "none"
+    attention_impl: str = "xla"  # xla | cudnn (GPU flash attention) | auto
 
     def __post_init__(self):
         object.__setattr__(self, "axes_dims_rope", tuple(int(a) for a in self.axes_dims_rope))
@@ -73,6 +75,7 @@ class TransformerConfig:
             ("timestep_convention", self.timestep_convention, TIMESTEP_CONVENTIONS),
             ("remat_policy", self.remat_policy, REMAT_POLICIES),
             ("precision", self.precision, tuple(PRECISIONS)),
+            ("attention_impl", self.attention_impl, ATTENTION_IMPLS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; expected one of {allowed}")

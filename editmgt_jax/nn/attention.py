@@ -25,6 +25,7 @@ from editmgt_jax.nn.normalization import RMSNorm
 from editmgt_jax.nn.rope import apply_rope
 
 Rope = tuple[Array, Array]  # (cos, sin), each [length, head_dim]
+ATTENTION_IMPLS = {"xla": "xla", "cudnn": "cudnn", "auto": None}
 
 
 def reference_bias(length: int, num_source: int, log_strength: Array) -> Array:
@@ -96,6 +97,7 @@ class JointAttention(nn.Module):
     dtype: DType = jnp.float32
     param_dtype: DType = jnp.float32
     precision: object = None
+    impl: str = "xla"  # kernel for blocks whose logits are not captured: xla | cudnn | auto
 
     def _heads(self, x: Array) -> Array:
         x = x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
@@ -169,10 +171,17 @@ class JointAttention(nn.Module):
             q, k, v = (jnp.concatenate(pair, axis=1) for pair in ((q, sq), (k, sk), (v, sv)))
             num_source = source.shape[1]
         bias = reference_bias(q.shape[1], num_source, log_strength) if num_source else None
-        out, logits = attention_with_logits(q, k, v, bias, precision=self.precision)
         captured = None
         if capture:
+            out, logits = attention_with_logits(q, k, v, bias, precision=self.precision)
             captured = text_to_image_attention(logits, text_len, main_len - text_len)
+        else:
+            # Same math; lets XLA/cuDNN pick a fused kernel when the logits are not needed.
+            if bias is not None:
+                bias = bias[None, None].astype(jnp.float32 if self.impl == "xla" else q.dtype)
+            out = jax.nn.dot_product_attention(
+                q, k, v.astype(q.dtype), bias=bias, implementation=ATTENTION_IMPLS[self.impl]
+            )
         out = out.reshape(*out.shape[:2], d)
         main, source_out = out[:, :main_len], (out[:, main_len:] if num_source else None)
         if not self.has_context:

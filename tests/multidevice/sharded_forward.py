@@ -56,6 +56,10 @@ def main():
         out4 = jax.jit(apply)(sharded_params, inputs4_sharded)
     batch_err = float(np.abs(np.asarray(ref4[0]) - np.asarray(out4[0])).max())
 
+    # Params created directly sharded: every kernel (>= 16 KiB here) is split.
+    created = sharding.init_sharded(model, jax.random.key(0), inputs, mesh)
+    created_replicated = sharding.fully_replicated_large_arrays(created, min_bytes=16 * 1024)
+
     # Under fsdp, every weight of 1 MiB or more of a ~40M config must be split.
     cfg40 = TransformerConfig.from_dict(small_40m.get_config().model)
     model40 = Transformer(cfg40)
@@ -79,6 +83,8 @@ def main():
                 num_split=len(split),
                 num_params=len(jax.tree.leaves(params)),
                 replicated_large=replicated,
+                created_replicated=created_replicated,
+                created_num_params=sum(x.size for x in jax.tree.leaves(created)),
                 num_params_40m=sum(x.size for x in jax.tree.leaves(structs)),
             )
         )

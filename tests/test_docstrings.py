@@ -1,0 +1,20 @@
+"""The examples in public docstrings run."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "editmgt_jax.atomic",
+    "editmgt_jax.checkpoint.convert.table",
+    "editmgt_jax.models.transformer",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
