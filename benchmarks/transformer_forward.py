@@ -21,7 +21,9 @@ from absl import app, flags
 
 from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
 
-_CONFIGS = flags.DEFINE_list("configs", ["official_tiny", "small_40m"], "Config modules in configs/.")
+_CONFIGS = flags.DEFINE_list(
+    "configs", ["official_tiny", "small_40m"], "Config modules in configs/."
+)
 _GRIDS = flags.DEFINE_list("grids", ["16", "32"], "Token grid sides.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
