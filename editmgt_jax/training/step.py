@@ -1,0 +1,125 @@
+"""One masked-token training step for EditMGT, and its sharded jit.
+
+A batch is a dict of arrays:
+  target_tokens [B, H, W] int32   the edited image's tokens (what is masked and predicted)
+  source_tokens [B, H, W] int32   the source image's tokens (always given, attention injection)
+  text_states   [B, T, D] float   instruction states from the frozen text encoder
+  pooled        [B, P]    float   pooled instruction embedding
+  micro_conds   [B, 5]    float   (width, height, crop_top, crop_left, aesthetic)
+The empty-instruction states (`uncond_states` [T, D], `uncond_pooled` [P]) replace a sample's text
+with probability `cond_dropout`, which is what classifier-free guidance needs at sampling time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from editmgt_jax.common_types import Array
+from editmgt_jax.training.losses import masked_token_loss
+from editmgt_jax.training.masking import mask_tokens, training_timestep
+from editmgt_jax.training.train_state import TrainState
+
+BATCH_KEYS = ("target_tokens", "source_tokens", "text_states", "pooled", "micro_conds")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    mask_id: int
+    min_mask_ratio: float = 0.0
+    cond_dropout: float = 0.1
+    ema_decay: float = 0.999
+    timestep_convention: str = "mask_ratio"
+
+
+def drop_conditions(rng, text_states, pooled, uncond_states, uncond_pooled, rate: float):
+    """Per sample, with probability `rate`, replaces the instruction by the empty one."""
+    drop = jax.random.bernoulli(rng, rate, (text_states.shape[0],))
+    text_states = jnp.where(
+        drop[:, None, None], uncond_states[None].astype(text_states.dtype), text_states
+    )
+    pooled = jnp.where(drop[:, None], uncond_pooled[None].astype(pooled.dtype), pooled)
+    return text_states, pooled
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train_step(
+    model: nn.Module, options: StepOptions
+) -> Callable[[TrainState, dict[str, Array], Array, Array, Array], tuple[TrainState, dict]]:
+    """Returns step(state, batch, uncond_states, uncond_pooled, rng) -> (state, metrics).
+
+    A step whose loss or gradients are not finite leaves params, optimizer state and EMA unchanged,
+    increments `skipped_steps` and `consecutive_skips` (reset by the next good step) and reports
+    `nonfinite=1` in its metrics.
+    """
+
+    def step(state: TrainState, batch, uncond_states, uncond_pooled, rng):
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks {missing}; expected keys {BATCH_KEYS}")
+        mask_rng, drop_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+        inputs, mask, ratio = mask_tokens(
+            mask_rng, batch["target_tokens"], options.mask_id, options.min_mask_ratio
+        )
+        text_states, pooled = drop_conditions(
+            drop_rng,
+            batch["text_states"],
+            batch["pooled"],
+            uncond_states,
+            uncond_pooled,
+            options.cond_dropout,
+        )
+
+        def loss_fn(params):
+            logits = model.apply(
+                {"params": params},
+                inputs,
+                text_states,
+                pooled,
+                batch["micro_conds"],
+                training_timestep(ratio, options.timestep_convention),
+                source_tokens=batch["source_tokens"],
+            )
+            return masked_token_loss(logits, batch["target_tokens"], mask)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+        updates, new_opt = state.tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        decay = options.ema_decay
+        new_ema = jax.tree.map(
+            lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params
+        )
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        skipped = (~finite).astype(jnp.int32)
+        state = state.replace(
+            step=state.step + (1 - skipped),
+            params=keep(new_params, state.params),
+            opt_state=keep(new_opt, state.opt_state),
+            ema_params=keep(new_ema, state.ema_params),
+            skipped_steps=state.skipped_steps + skipped,
+            consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
+        )
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), nonfinite=skipped)
+        return state, metrics
+
+    return step
+
+
+def jit_train_step(step, state_shardings, batch_sharding, replicated):
+    """jit with explicit in/out shardings; the state is donated (updated in place)."""
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_sharding, replicated, replicated, replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )

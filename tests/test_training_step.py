@@ -1,0 +1,108 @@
+"""The masked-token training step: masking, loss, non-finite skipping, and that it learns."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs import official_tiny
+from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
+from editmgt_jax.training.losses import masked_token_loss
+from editmgt_jax.training.masking import mask_tokens
+from editmgt_jax.training.optimizer import make_optimizer
+from editmgt_jax.training.step import StepOptions, make_train_step
+from editmgt_jax.training.train_state import TrainState
+
+CFG = TransformerConfig.from_dict(official_tiny.get_config().model).replace(
+    timestep_convention="mask_ratio"
+)
+
+
+def optim(**overrides):
+    cfg = ml_collections.ConfigDict(
+        dict(
+            learning_rate=3e-3,
+            warmup_steps=0,
+            decay="constant",
+            end_lr_ratio=0.0,
+            b1=0.9,
+            b2=0.99,
+            eps=1e-8,
+            weight_decay=0.0,
+            grad_clip=1.0,
+            accumulation_steps=1,
+        )
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def test_mask_tokens_masks_exactly_round_r_l():
+    tokens = jnp.zeros((64, 4, 6), jnp.int32)
+    masked, mask, ratio = mask_tokens(jax.random.key(0), tokens, 99, min_ratio=0.1)
+    counts = np.asarray(mask.reshape(64, -1).sum(-1))
+    expected = np.clip(np.round(np.asarray(ratio) * 24), 1, 24)
+    np.testing.assert_array_equal(counts, expected)
+    assert np.all(np.asarray(ratio) >= 0.1)
+    np.testing.assert_array_equal(np.asarray(masked == 99), np.asarray(mask))
+
+
+def test_loss_counts_masked_positions_only():
+    logits = jnp.zeros((1, 1, 2, 4)).at[0, 0, 0, 1].set(10.0)
+    targets = jnp.array([[[1, 3]]])
+    loss, metrics = masked_token_loss(logits, targets, jnp.array([[[True, False]]]))
+    assert float(metrics["masked_accuracy"]) == 1.0 and float(loss) < 1e-3
+    loss2, _ = masked_token_loss(logits, targets, jnp.array([[[False, True]]]))
+    assert float(loss2) > 1.0
+
+
+def _batch(seed=0, batch=4):
+    x = example_inputs(CFG, batch=batch, grid=(8, 8), text_len=6, seed=seed)
+    rng = np.random.default_rng(seed)
+    return dict(
+        target_tokens=jnp.asarray(rng.integers(0, CFG.codebook_size, (batch, 8, 8)), jnp.int32),
+        source_tokens=x["source_tokens"],
+        text_states=x["text_states"],
+        pooled=x["pooled"],
+        micro_conds=x["micro_conds"],
+    )
+
+
+def _state(tx):
+    model = Transformer(CFG)
+    inputs = example_inputs(CFG, batch=1, grid=(8, 8), text_len=6)
+    params = model.init(jax.random.key(0), **inputs)["params"]
+    return model, TrainState.create(nn.meta.unbox(params), tx)
+
+
+def test_loss_falls_when_overfitting_a_few_examples():
+    model, state = _state(make_optimizer(optim(), 40))
+    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id, cond_dropout=0.0)))
+    batch = _batch()
+    unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
+    losses = []
+    for _ in range(40):
+        state, metrics = step(state, batch, unc_s, unc_p, jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    assert int(state.step) == 40
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+
+
+def test_nonfinite_step_is_skipped_and_counted():
+    model, state = _state(make_optimizer(optim(), 10))
+    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id)))
+    batch = _batch()
+    batch["text_states"] = batch["text_states"].at[0, 0, 0].set(jnp.nan)
+    unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
+    before = jax.tree.map(np.asarray, state.params)
+    for _ in range(2):
+        state, metrics = step(state, batch, unc_s, unc_p, jax.random.key(1))
+    assert int(metrics["nonfinite"]) == 1
+    assert (
+        int(state.step) == 0 and int(state.skipped_steps) == 2 and int(state.consecutive_skips) == 2
+    )
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, state.params))
+    good = _batch()
+    state, metrics = step(state, good, unc_s, unc_p, jax.random.key(1))
+    assert int(state.step) == 1 and int(state.consecutive_skips) == 0
