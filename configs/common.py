@@ -25,7 +25,7 @@ def transformer(**fields) -> ml_collections.ConfigDict:
 def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
     """Mesh axes (data, fsdp, tensor) within a slice (ICI) and across slices (DCN); one -1 allowed."""
     return ml_collections.ConfigDict(
-        dict(ici_parallelism=[data, fsdp, tensor], dcn_parallelism=[1, 1, 1])
+        dict(ici_parallelism=(data, fsdp, tensor), dcn_parallelism=(1, 1, 1))
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from configs import official_tiny
 from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
+from editmgt_jax.training.lora import DEFAULT_TARGETS, init_lora, merge
 from editmgt_jax.training.losses import masked_token_loss
 from editmgt_jax.training.masking import mask_tokens
 from editmgt_jax.training.optimizer import make_optimizer
@@ -106,3 +107,25 @@ def test_nonfinite_step_is_skipped_and_counted():
     good = _batch()
     state, metrics = step(state, good, unc_s, unc_p, jax.random.key(1))
     assert int(state.step) == 1 and int(state.consecutive_skips) == 0
+
+
+def test_lora_trains_adapters_only():
+    model = Transformer(CFG)
+    inputs = example_inputs(CFG, batch=1, grid=(8, 8), text_len=6)
+    base = nn.meta.unbox(model.init(jax.random.key(0), **inputs)["params"])
+    adapters = init_lora(jax.random.key(1), base, rank=2, targets=DEFAULT_TARGETS)
+    # q, k, v, out for image and text in double blocks (8); q, k, v in single blocks (3).
+    expected = 2 * (8 * CFG.num_layers + 3 * CFG.num_single_layers)
+    assert len(jax.tree.leaves(adapters)) == expected
+    state = TrainState.create(adapters, make_optimizer(optim(), 10), frozen_params=base)
+    options = StepOptions(mask_id=CFG.mask_token_id, cond_dropout=0.0, lora_scale=8.0)
+    step = jax.jit(make_train_step(model, options))
+    unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
+    for _ in range(3):
+        state, _ = step(state, _batch(), unc_s, unc_p, jax.random.key(1))
+    jax.tree.map(np.testing.assert_array_equal, base, state.frozen_params)
+    b = state.params["transformer_blocks_0"]["attn"]["to_q"]["kernel"]["lora_b"]
+    assert float(jnp.abs(b).max()) > 0  # adapters moved
+    merged = merge(base, state.params, 8.0)
+    q = merged["transformer_blocks_0"]["attn"]["to_q"]["kernel"]
+    assert float(jnp.abs(q - base["transformer_blocks_0"]["attn"]["to_q"]["kernel"]).max()) > 0

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from editmgt_jax.common_types import Array
+from editmgt_jax.training.lora import merge
 from editmgt_jax.training.losses import masked_token_loss
 from editmgt_jax.training.masking import mask_tokens, training_timestep
 from editmgt_jax.training.train_state import TrainState
@@ -35,6 +36,7 @@ class StepOptions:
     cond_dropout: float = 0.1
     ema_decay: float = 0.999
     timestep_convention: str = "mask_ratio"
+    lora_scale: float = 0.0  # alpha / rank when the state trains LoRA adapters
 
 
 def drop_conditions(rng, text_states, pooled, uncond_states, uncond_pooled, rate: float):
@@ -79,6 +81,8 @@ def make_train_step(
         )
 
         def loss_fn(params):
+            if state.frozen_params is not None:
+                params = merge(state.frozen_params, params, options.lora_scale)
             logits = model.apply(
                 {"params": params},
                 inputs,

@@ -12,6 +12,7 @@ import optax
 
 from editmgt_jax import sharding
 from editmgt_jax.common_types import Array
+from editmgt_jax.training.lora import init_lora
 
 
 @flax.struct.dataclass
@@ -23,6 +24,7 @@ class TrainState:
     opt_state: optax state.
     skipped_steps: int32 scalar, steps skipped for a non-finite loss or gradient.
     consecutive_skips: int32 scalar, the current run of skipped steps.
+    frozen_params: with LoRA, the frozen base parameters (`params` then holds the adapters only).
     """
 
     step: Array
@@ -32,9 +34,12 @@ class TrainState:
     skipped_steps: Array
     consecutive_skips: Array
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    frozen_params: Any = None
 
     @classmethod
-    def create(cls, params: Any, tx: optax.GradientTransformation) -> TrainState:
+    def create(
+        cls, params: Any, tx: optax.GradientTransformation, frozen_params: Any = None
+    ) -> TrainState:
         zero = jnp.zeros((), jnp.int32)
         return cls(
             step=zero,
@@ -44,6 +49,7 @@ class TrainState:
             skipped_steps=zero,
             consecutive_skips=zero,
             tx=tx,
+            frozen_params=frozen_params,
         )
 
 
@@ -53,16 +59,22 @@ def create_sharded_train_state(
     rng: jax.Array,
     sample_inputs: dict[str, Any],
     mesh: jax.sharding.Mesh,
+    lora: Any = None,
 ) -> tuple[TrainState, Any]:
     """Creates the state directly sharded on `mesh`.
 
     Parameter, EMA and optimizer-moment shardings all follow the parameters' logical axes (the
-    optimizer state inherits the parameters' partitioning boxes). Returns (state, shardings).
+    optimizer state inherits the parameters' partitioning boxes). With `lora` (a config with
+    `rank` and `targets`), the initialised parameters become `frozen_params` and only the adapters
+    are trained. Returns (state, shardings).
     """
 
     def init(key):
         params = model.init(key, **sample_inputs)["params"]
-        return TrainState.create(params, tx)
+        if lora is None:
+            return TrainState.create(params, tx)
+        adapters = init_lora(jax.random.fold_in(key, 1), params, lora.rank, tuple(lora.targets))
+        return TrainState.create(adapters, tx, frozen_params=params)
 
     abstract = jax.eval_shape(init, rng)
     shardings = sharding.tree_shardings(abstract, mesh)

@@ -1,0 +1,174 @@
+"""The checkpoint bundle: everything an edit needs, in one folder.
+
+    bundle.json              format, version, configs (transformer, VQ, text encoder), pipeline
+                             defaults, and metadata (how it was made: random init or training run)
+    transformer.safetensors  our transformer params, '/'-joined paths, unscanned layout
+    vq.safetensors           our VQ params, '/'-joined paths
+    text_encoder.safetensors optional: text encoder params when they do not ship in a package
+
+Portable (safetensors + JSON, no pickles), written atomically (a folder is renamed into place only
+when complete), and small enough to ship in the repository for the embedded default model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from editmgt_jax.checkpoint.convert.scan_layout import scan_params, unscan_params
+from editmgt_jax.checkpoint.convert.table import flatten, unflatten
+from editmgt_jax.models.transformer_config import TransformerConfig
+
+FORMAT = "editmgt-jax-bundle"
+VERSION = 1
+MANIFEST = "bundle.json"
+TRANSFORMER_FILE = "transformer.safetensors"
+VQ_FILE = "vq.safetensors"
+TEXT_FILE = "text_encoder.safetensors"
+
+# Pipeline defaults every bundle carries (a bundle may override any of them).
+DEFAULT_PIPELINE = dict(
+    resolution=1024,  # longest side in pixels before snapping to the token stride
+    steps=16,
+    guidance=6.0,
+    reference_strength=1.1,
+    capture_blocks=[30],
+    hold_threshold=0.0,
+    schedule="cosine",
+    smoothing="adaptive",
+    temperature=[2.0, 0.0],
+    aesthetic_score=6.0,
+)
+
+
+@dataclasses.dataclass
+class Bundle:
+    """A loaded bundle. Params are numpy trees (device placement is the caller's choice)."""
+
+    transformer_config: TransformerConfig
+    transformer_params: dict[str, Any]
+    vq_config: dict[str, Any]  # diffusers-style VQModel config
+    vq_params: dict[str, Any]
+    text_encoder: dict[str, Any]  # {"kind": "minilm"} or {"kind": "clip_gemma2", ...}
+    pipeline: dict[str, Any]
+    metadata: dict[str, Any]
+    text_params: dict[str, Any] | None = None
+    path: str | None = None
+
+
+def _host_flat(params: dict[str, Any]) -> dict[str, np.ndarray]:
+    params = jax.device_get(params)
+    return {k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(params).items()}
+
+
+def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
+    """Writes `bundle` to the folder `path` atomically; returns `path`."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    unknown = sorted(set(bundle.pipeline) - set(DEFAULT_PIPELINE))
+    if unknown:
+        raise ValueError(f"Unknown pipeline field(s) {unknown}; known: {sorted(DEFAULT_PIPELINE)}")
+    cfg = bundle.transformer_config
+    transformer = bundle.transformer_params
+    if cfg.scan_layers:
+        transformer = unscan_params(jax.device_get(transformer))
+    manifest = dict(
+        format=FORMAT,
+        version=VERSION,
+        transformer=dataclasses.asdict(cfg.replace(scan_layers=False)),
+        vq=bundle.vq_config,
+        text_encoder=bundle.text_encoder,
+        pipeline={**DEFAULT_PIPELINE, **bundle.pipeline},
+        metadata=bundle.metadata,
+    )
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    try:
+        save_file(_host_flat(transformer), os.path.join(tmp, TRANSFORMER_FILE))
+        save_file(_host_flat(bundle.vq_params), os.path.join(tmp, VQ_FILE))
+        if bundle.text_params is not None:
+            save_file(_host_flat(bundle.text_params), os.path.join(tmp, TEXT_FILE))
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        if os.path.exists(path):
+            old = path + ".old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return path
+
+
+def read_manifest(path: str) -> dict[str, Any]:
+    """bundle.json of the bundle at `path`, validated."""
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Checkpoint bundle {path!r} does not exist")
+    if not os.path.isfile(manifest_path):
+        raise FileNotFoundError(
+            f"{path!r} is not a checkpoint bundle (no {MANIFEST}); official PyTorch folders "
+            "are converted with `python -m launch.convert --from_torch DIR --out CKPT`"
+        )
+    with open(manifest_path) as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{manifest_path} is not valid JSON: {e}") from e
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("version", 0) > VERSION:
+        raise ValueError(
+            f"{manifest_path}: bundle version {manifest['version']} is newer than this code "
+            f"reads ({VERSION}); upgrade editmgt-jax"
+        )
+    for key in ("transformer", "vq", "text_encoder", "pipeline"):
+        if key not in manifest:
+            raise ValueError(f"{manifest_path} lacks the {key!r} section")
+    return manifest
+
+
+def _load_params(path: str, name: str, required: bool = True) -> dict[str, Any] | None:
+    file = os.path.join(path, name)
+    if not os.path.isfile(file):
+        if required:
+            raise FileNotFoundError(f"Checkpoint bundle {path!r} lacks {name}")
+        return None
+    try:
+        return unflatten(load_file(file))
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"Cannot read {file}: {e}") from e
+
+
+def load_bundle(path: str, **transformer_overrides: Any) -> Bundle:
+    """Reads a bundle folder. `transformer_overrides` set execution fields (e.g. dtype)."""
+    manifest = read_manifest(path)
+    fields = {**manifest["transformer"], **transformer_overrides}
+    cfg = TransformerConfig.from_dict(fields)
+    params = _load_params(path, TRANSFORMER_FILE)
+    if cfg.scan_layers:
+        params = scan_params(params)
+    return Bundle(
+        transformer_config=cfg,
+        transformer_params=params,
+        vq_config=manifest["vq"],
+        vq_params=_load_params(path, VQ_FILE),
+        text_encoder=manifest["text_encoder"],
+        pipeline={**DEFAULT_PIPELINE, **manifest["pipeline"]},
+        metadata=manifest.get("metadata", {}),
+        text_params=_load_params(path, TEXT_FILE, required=False),
+        path=os.path.abspath(path),
+    )

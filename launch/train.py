@@ -1,0 +1,328 @@
+r"""Train (or fine-tune) the EditMGT transformer with masked-token prediction.
+
+    python -m launch.train --config configs/smoke.py --workdir /tmp/smoke --config.train.steps=24
+    # stop it (Ctrl-C / SIGTERM) or let it end; the same command resumes where it stopped, and a
+    # larger --config.train.steps continues a finished run.
+
+Multi-host (TPU pod slices and GPU clusters): run the same command on every host. On TPU,
+`jax.distributed.initialize()` finds its peers by itself (`--distributed`); elsewhere pass
+`--coordinator_address=host0:1234 --num_processes=N --process_id=i`. Each host reads its own slice
+of the data; the batch is assembled into global arrays on the mesh (`config.mesh`).
+
+Writes to the workdir: `config.json`, `checkpoints/<step>/` (orbax: train state + data iterator
+position), `metrics.jsonl` (one JSON object per logged step), TensorBoard events under `tb/`, and
+sample edits of a fixed batch under `samples/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from data_pipelines.loader import EditLoader, LoaderConfig
+from editmgt_jax import sharding
+from editmgt_jax.checkpoint.bundle import Bundle, load_bundle, save_bundle
+from editmgt_jax.checkpoint.convert.from_torch import load_transformer
+from editmgt_jax.checkpoint.convert.scan_layout import scan_params
+from editmgt_jax.checkpoint.manager import TrainCheckpoints
+from editmgt_jax.models.transformer import Transformer, example_inputs
+from editmgt_jax.models.transformer_config import TransformerConfig
+from editmgt_jax.training.lora import merge
+from editmgt_jax.training.optimizer import make_optimizer
+from editmgt_jax.training.pipeline import TrainingInputs
+from editmgt_jax.training.step import StepOptions, jit_train_step, make_train_step
+from editmgt_jax.training.train_state import create_sharded_train_state
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+
+class Preemption:
+    """Turns SIGTERM (TPU preemption, `kill`) into a flag checked between steps."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        del signum, frame
+        logging.warning("SIGTERM: saving a checkpoint after this step, then exiting.")
+        self.requested = True
+
+
+def initialize_distributed() -> None:
+    if _COORDINATOR.value:
+        # Cross-process collectives for CPU devices (local multi-process runs and tests); it does
+        # not affect TPU/GPU. Querying the backend here would initialise it too early.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    elif _DISTRIBUTED.value:
+        jax.distributed.initialize()
+
+
+def validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Errors that must come before any compute."""
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch = config.train.batch_size
+    if batch % data_parallel:
+        raise ValueError(
+            f"train.batch_size={batch} is not divisible by the data-parallel size {data_parallel} "
+            f"(mesh data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']})"
+        )
+    if batch % jax.process_count():
+        raise ValueError(
+            f"train.batch_size={batch} must divide by the {jax.process_count()} processes"
+        )
+    if config.train.steps < 1:
+        raise ValueError(f"train.steps={config.train.steps}; expected >= 1")
+
+
+def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
+    data = config.data
+    loader_config = LoaderConfig(
+        batch_size=config.train.batch_size,
+        resolution=config.image_size,
+        seed=config.seed,
+        num_epochs=None,
+        shuffle=True,
+        random_crop=data.random_crop,
+        worker_count=data.worker_count,
+    )
+    if data.source == "synthetic":
+        from data_pipelines.synthetic.source import SyntheticSource
+
+        source = SyntheticSource(
+            seed=data.synthetic_seed, num=data.synthetic_num, size=config.image_size, split="train"
+        )
+        return EditLoader(source, loader_config)
+    if data.source in ("shards", "parquet"):
+        if not data.path:
+            raise ValueError(f"data.source={data.source!r} needs data.path")
+        return EditLoader(data.path, loader_config, parquet=data.source == "parquet")
+    raise ValueError(f"data.source={data.source!r}; expected synthetic, shards or parquet")
+
+
+class MetricsLog:
+    """metrics.jsonl (appended; process 0) and TensorBoard scalars."""
+
+    def __init__(self, workdir: str):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float):
+                self.tb.add_scalar(key, value, record["step"])
+        self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the last logged metrics."""
+    mesh = sharding.create_mesh(config.mesh.ici_parallelism, config.mesh.dcn_parallelism)
+    validate(config, mesh)
+    model_cfg = TransformerConfig.from_dict(config.model)
+    model = Transformer(model_cfg)
+    os.makedirs(workdir, exist_ok=True)
+    checkpoints = TrainCheckpoints(workdir, config.train.keep_checkpoints)
+    checkpoints.check_config(config)
+
+    inputs = TrainingInputs.create(config)  # VQ tokenizer + frozen text encoder (cached)
+    tx = make_optimizer(config.optim, config.train.steps)
+    grid = config.image_size // inputs.vq_stride
+    sample = example_inputs(model_cfg, batch=1, grid=(grid, grid), text_len=inputs.text_len)
+    lora = config.lora if config.lora.rank > 0 else None
+    state, state_shardings = create_sharded_train_state(
+        model, tx, jax.random.key(config.seed), sample, mesh, lora=lora
+    )
+    loader = make_loader(config)
+    start = checkpoints.latest_step()
+    if start is None and config.init_from:
+        state = init_from(config.init_from, model_cfg, state, state_shardings)
+    if start is not None:
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+        )
+        state, data_state = checkpoints.restore(start, abstract)
+        loader.set_state(data_state)
+        tqdm.write(f"Resumed from step {start} in {workdir}")
+
+    options = StepOptions(
+        mask_id=model_cfg.mask_token_id,
+        min_mask_ratio=config.train.min_mask_ratio,
+        cond_dropout=config.train.cond_dropout,
+        ema_decay=config.train.ema_decay,
+        timestep_convention=model_cfg.timestep_convention,
+        lora_scale=config.lora.alpha / config.lora.rank if lora is not None else 0.0,
+    )
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    step_fn = jit_train_step(
+        make_train_step(model, options), state_shardings, batch_sharding, replicated
+    )
+    uncond = inputs.uncond()
+    base_key = jax.random.key(config.seed + 1)
+    log = MetricsLog(workdir)
+    preemption = Preemption()
+    step = int(state.step)
+    last: dict[str, Any] = {}
+    bar = tqdm(
+        total=config.train.steps, initial=step, desc="train", disable=jax.process_index() != 0
+    )
+    timer, examples = time.perf_counter(), 0
+    try:
+        with sharding.activation_sharding(mesh):
+            while step < config.train.steps:
+                host_batch = inputs.batch(next(loader))
+                batch = {
+                    k: jax.make_array_from_process_local_data(batch_sharding, v)
+                    for k, v in host_batch.items()
+                }
+                state, metrics = step_fn(state, batch, uncond[0], uncond[1], base_key)
+                step = int(state.step)
+                examples += config.train.batch_size
+                if int(state.consecutive_skips) >= config.train.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"{int(state.consecutive_skips)} steps in a row had a non-finite loss or "
+                        f"gradient (at step {step}); stopping. The last good checkpoint "
+                        f"(step {checkpoints.latest_step()}) is intact."
+                    )
+                if int(metrics["nonfinite"]):
+                    continue
+                bar.update(1)
+                if step % config.train.log_every == 0 or step == config.train.steps:
+                    elapsed = time.perf_counter() - timer
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    last.update(
+                        step=step,
+                        examples_per_s=examples / elapsed,
+                        tokens_per_s=examples * grid * grid / elapsed,
+                        skipped_steps=int(state.skipped_steps),
+                    )
+                    log.write(last)
+                    bar.set_postfix(
+                        loss=f"{last['loss']:.4f}", ex_s=f"{last['examples_per_s']:.1f}"
+                    )
+                    timer, examples = time.perf_counter(), 0
+                if step % config.train.checkpoint_every == 0 or step == config.train.steps:
+                    checkpoints.save(step, state, loader.get_state())
+                stop_after = config.train.stop_after_steps
+                if preemption.requested or (stop_after > 0 and step >= stop_after):
+                    # As on preemption: save where we are; the same command resumes from here.
+                    checkpoints.save(step, state, loader.get_state(), force=True)
+                    break
+    finally:
+        checkpoints.close()
+        log.close()
+        bar.close()
+        loader.close()
+    if config.train.export_bundle and step >= config.train.steps:
+        path = export_bundle(config, workdir, state, options, inputs, step)
+        if jax.process_index() == 0:
+            tqdm.write(f"Wrote the trained bundle to {path}")
+    return last
+
+
+def init_from(path: str, cfg: TransformerConfig, state, shardings):
+    """Starts from pretrained transformer weights: a bundle or an official folder."""
+    if os.path.isfile(os.path.join(path, "bundle.json")):
+        bundle = load_bundle(path)
+        loaded_cfg, params = bundle.transformer_config, bundle.transformer_params
+    else:
+        loaded_cfg, params = load_transformer(path)
+    mismatched = {
+        f: (getattr(loaded_cfg, f), getattr(cfg, f))
+        for f in (
+            "num_layers",
+            "num_single_layers",
+            "num_attention_heads",
+            "attention_head_dim",
+            "vocab_size",
+            "codebook_size",
+            "joint_attention_dim",
+            "pooled_projection_dim",
+        )
+        if getattr(loaded_cfg, f) != getattr(cfg, f)
+    }
+    if mismatched:
+        raise ValueError(f"init_from={path!r} does not fit config.model: {mismatched}")
+    if cfg.scan_layers and not loaded_cfg.scan_layers:
+        params = scan_params(params)
+    if state.frozen_params is not None:
+        return state.replace(frozen_params=jax.device_put(params, shardings.frozen_params))
+    params = jax.device_put(params, shardings.params)
+    return state.replace(
+        params=params,
+        ema_params=jax.tree.map(lambda x: x, params),
+        opt_state=state.tx.init(params),
+    )
+
+
+def export_bundle(config, workdir: str, state, options: StepOptions, inputs, step: int) -> str:
+    """EMA weights (LoRA merged) + the VQ tokenizer -> `<workdir>/bundle` for launch.edit."""
+    params = jax.device_get(state.ema_params)
+    if state.frozen_params is not None:
+        params = merge(jax.device_get(state.frozen_params), params, options.lora_scale)
+    bundle = Bundle(
+        transformer_config=TransformerConfig.from_dict(config.model),
+        transformer_params=params,
+        vq_config=inputs.vq_model.config.to_diffusers(),
+        vq_params=jax.device_get(inputs.vq_params),
+        text_encoder=dict(config.text_encoder),
+        pipeline={k: list(v) if isinstance(v, tuple) else v for k, v in config.pipeline.items()},
+        metadata=dict(
+            random_init=False,
+            trained_steps=step,
+            seed=config.seed,
+            config=json.loads(config.to_json_best_effort()),
+            ema_decay=options.ema_decay,
+        ),
+    )
+    path = os.path.join(workdir, "bundle")
+    if jax.process_index() == 0:
+        save_bundle(path, bundle, overwrite=True)
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if logging.get_verbosity() == logging.INFO and not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+    initialize_distributed()
+    last = train(_CONFIG.value, _WORKDIR.value)
+    if jax.process_index() == 0:
+        print(json.dumps({"final": last}))
+
+
+if __name__ == "__main__":
+    app.run(main)
