@@ -1,0 +1,1 @@
+"""Host-side helpers of the Editor (image I/O, buckets, masks, paste-back, heatmaps)."""

@@ -1,0 +1,460 @@
+"""The Editor: images + instructions (+ masks) -> edited images, heatmaps and hold masks.
+
+Host-side I/O and batching only; the math lives in `editmgt_jax.sampling` (the jitted sampler),
+`editmgt_jax.models` (VQ, transformer, text) and `editmgt_jax.editing.images` (pixels).
+
+    image --load (EXIF orientation, RGB)--> resize to a bucket (sides multiples of the token
+    stride = VQ stride x transformer downsample) --VQ encode--> source tokens
+    instruction --text encoder--> states, pooled ("" is the unconditional text for CFG)
+    --decode (one jitted while_loop)--> tokens --VQ decode--> resize to the original size
+    --optional paste-back of the original pixels outside the allowed region--> result
+
+Edits are grouped by bucket shape and run in chunks of `batch_size`; a short last chunk is padded
+with copies, so there is one compile per (batch, grid, steps). Every sample has its own PRNG key
+(from its seed), so a result does not depend on the rest of its batch.
+
+Example:
+    >>> editor = Editor.from_bundle("/tmp/smoke_bundle")  # doctest: +SKIP
+    >>> [result] = editor.edit(["in.png"], ["make the red circle blue"], seeds=0)  # doctest: +SKIP
+    >>> result.image.shape == result.source.shape  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from editmgt_jax.checkpoint.bundle import Bundle, load_bundle
+from editmgt_jax.editing import images as imio
+from editmgt_jax.models.transformer_config import TransformerConfig
+from editmgt_jax.models.vq import VQConfig, VQModel
+from editmgt_jax.sampling import transformer_fn
+from editmgt_jax.sampling.decode import DecodeConfig, decode, make_inputs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EditRequest:
+    """One validated edit, ready to run (build it with `Editor.prepare`)."""
+
+    source: np.ndarray  # uint8 [H, W, 3], the original pixels (EXIF-oriented RGB)
+    instruction: str
+    mask: np.ndarray | None  # bool [H, W] at the original size, True = may change
+    query: str | None  # phrase whose text tokens localize the edit
+    seed: int
+    guidance: float
+    hold_threshold: float
+    name: str  # the input's name, for messages
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EditResult:
+    """One edit. Pixel arrays are at the original size; token maps on the token grid [h, w]."""
+
+    image: np.ndarray  # uint8 [H, W, 3], the edited image
+    source: np.ndarray  # uint8 [H, W, 3], the input pixels
+    heatmap: np.ndarray  # float32 [h, w], region scores (consolidated attention, [0, 1])
+    hold_mask: np.ndarray  # bool [h, w], the final token came from a region-hold (= source)
+    edit_mask: np.ndarray  # bool [h, w], tokens the user mask allowed to change
+    source_tokens: np.ndarray  # int32 [h, w]
+    tokens: np.ndarray  # int32 [h, w], the edited tokens
+    bucket: tuple[int, int]  # (height, width) in pixels the model saw
+    name: str
+    warnings: list[str]
+
+    def heatmap_image(self) -> np.ndarray:
+        """uint8 [H, W, 3] colour map of `heatmap` at the original size."""
+        return imio.heatmap_image(self.heatmap, self.source.shape[:2])
+
+    def hold_image(self) -> np.ndarray:
+        """uint8 [H, W] (255 = held) of `hold_mask` at the original size."""
+        return imio.mask_image(self.hold_mask, self.source.shape[:2])
+
+
+def _vq_encode(model: VQModel, params, images):
+    return model.apply({"params": params}, images, method=model.encode_to_ids)
+
+
+def _vq_decode(model: VQModel, params, ids):
+    return model.apply({"params": params}, ids, method=model.decode_ids)
+
+
+def text_encoder_from_spec(spec: dict[str, Any], text_params: Any = None):
+    """The frozen text encoder a bundle names: {"kind": "minilm", "max_length": 32} or
+    {"kind": "clip_gemma2", "folder": released EditMGT folder}."""
+    from editmgt_jax.models.text import clip_gemma2_encoder, minilm_encoder
+
+    kind = spec.get("kind")
+    if kind == "minilm":
+        if text_params is not None:
+            raise ValueError(
+                "Bundles with MiniLM take its weights from the package, not the bundle"
+            )
+        return minilm_encoder(max_length=int(spec.get("max_length", 32)))
+    if kind == "clip_gemma2":
+        if "folder" not in spec:
+            raise ValueError(
+                "The bundle's text encoder is clip_gemma2 without a 'folder'; pass "
+                "Editor.from_bundle(path, text_encoder=clip_gemma2_encoder(FOLDER))"
+            )
+        return clip_gemma2_encoder(spec["folder"])
+    raise ValueError(
+        f"Unknown text encoder kind {kind!r} in the bundle; expected minilm or clip_gemma2"
+    )
+
+
+def _query_tokenizer(encoder):
+    """The tokenizer whose positions index the text states (Gemma's for CLIP_Gemma2)."""
+    return getattr(encoder, "gemma_tokenizer", None) or encoder.tokenizer
+
+
+class Editor:
+    """Edits images with a bundle's transformer, VQ and text encoder (module docstring).
+
+    Args:
+        bundle: a loaded `Bundle`.
+        text_encoder: object with `encode(list[str]) -> EncodedText` (default: the bundle's).
+        max_pixels: inputs with more pixels are refused.
+    """
+
+    def __init__(
+        self, bundle: Bundle, text_encoder=None, max_pixels: int = imio.DEFAULT_MAX_PIXELS
+    ):
+        self.bundle = bundle
+        self.config: TransformerConfig = bundle.transformer_config
+        self.pipeline = dict(bundle.pipeline)
+        self.metadata = dict(bundle.metadata)
+        self.max_pixels = int(max_pixels)
+        self.vq_config = VQConfig.from_diffusers(bundle.vq_config)
+        if self.vq_config.num_vq_embeddings != self.config.codebook_size:
+            raise ValueError(
+                f"Bundle {bundle.path!r}: the VQ has {self.vq_config.num_vq_embeddings} codes but "
+                f"the transformer predicts {self.config.codebook_size}"
+            )
+        self.text_encoder = (
+            text_encoder
+            if text_encoder is not None
+            else text_encoder_from_spec(bundle.text_encoder, bundle.text_params)
+        )
+        if self.text_encoder.states_dim != self.config.joint_attention_dim:
+            raise ValueError(
+                f"The text encoder gives {self.text_encoder.states_dim}-wide states but the "
+                f"transformer expects joint_attention_dim={self.config.joint_attention_dim}"
+            )
+        self.params = jax.device_put(bundle.transformer_params)
+        self.vq_params = jax.device_put(bundle.vq_params)
+        vq = VQModel(self.vq_config)
+        self._encode = jax.jit(functools.partial(_vq_encode, vq))
+        self._decode_ids = jax.jit(functools.partial(_vq_decode, vq))
+        self._model_fns: dict[tuple[float, bool], Callable] = {}
+        self._uncond = None
+
+    @classmethod
+    def from_bundle(
+        cls, path: str, dtype: str | None = None, text_encoder=None, **kwargs
+    ) -> Editor:
+        """Loads the bundle folder `path`; `dtype` (e.g. "bfloat16") is the transformer's compute
+        dtype (parameters stay as stored)."""
+        overrides = {} if dtype is None else {"dtype": dtype}
+        return cls(load_bundle(path, **overrides), text_encoder=text_encoder, **kwargs)
+
+    @property
+    def random_init(self) -> bool:
+        """True for bundles written by launch.init_checkpoint (random weights)."""
+        return bool(self.metadata.get("random_init", False))
+
+    @property
+    def token_stride(self) -> int:
+        """Pixels per side that bucket sides must be multiples of (VQ stride x downsample)."""
+        return self.vq_config.stride * self.config.token_stride
+
+    def bucket(self, height: int, width: int, resolution: int | None = None) -> tuple[int, int]:
+        """(h, w) in pixels the model sees for an image of height x width."""
+        res = int(self.pipeline["resolution"] if resolution is None else resolution)
+        return imio.bucket_size(height, width, res, self.token_stride)
+
+    # --- preparing requests -------------------------------------------------------------------
+
+    def prepare(
+        self,
+        image: Any,
+        instruction: str,
+        *,
+        mask: Any = None,
+        query: str | None = None,
+        seed: int = 0,
+        guidance: float | None = None,
+        hold_threshold: float | None = None,
+        name: str | None = None,
+    ) -> EditRequest:
+        """Reads and checks one edit; raises ValueError (`ImageInputError` for files) naming it.
+
+        Args:
+            image: path, PIL image or uint8 array [H, W, 3].
+            instruction: the edit; must not be empty.
+            mask: None, or a path / PIL image / array; white (>= 128) = may change. A mask of
+                another size is resized (nearest), with a warning.
+            query: phrase of the instruction whose attention localizes the edit.
+            seed: this edit's PRNG seed.
+            guidance, hold_threshold: per-edit CFG scale (>= 0) and lambda in [0, 1]
+                (default: the bundle's pipeline values).
+        """
+        source, default_name = imio.load_image(image, self.max_pixels)
+        name = default_name if name is None else name
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"Edit of {name!r}: the instruction is empty ({instruction!r})")
+        guidance = float(self.pipeline["guidance"] if guidance is None else guidance)
+        if not (np.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"Edit of {name!r}: guidance must be finite and >= 0, got {guidance}")
+        lam = float(self.pipeline["hold_threshold"] if hold_threshold is None else hold_threshold)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(
+                f"Edit of {name!r}: hold_threshold (lambda) must be in [0, 1], got {lam}"
+            )
+        if query is not None and not query.strip():
+            raise ValueError(f"Edit of {name!r}: the query phrase is empty")
+        warnings = []
+        user_mask = None
+        if mask is not None:
+            user_mask, warning = imio.load_mask(mask, source.shape[:2], self.max_pixels)
+            if warning:
+                logger.warning(warning)
+                warnings.append(warning)
+            if not user_mask.any():
+                warning = f"Edit of {name!r}: the mask selects no pixel; the image stays as it is"
+                logger.warning(warning)
+                warnings.append(warning)
+        return EditRequest(
+            source=source,
+            instruction=instruction,
+            mask=user_mask,
+            query=query,
+            seed=int(seed),
+            guidance=guidance,
+            hold_threshold=lam,
+            name=name,
+            warnings=warnings,
+        )
+
+    # --- running ------------------------------------------------------------------------------
+
+    def model_fn(self, reference_strength: float, query: bool) -> Callable:
+        """The cached sampler model_fn (one object per setting, so decode compiles once)."""
+        key = (float(reference_strength), bool(query))
+        if key not in self._model_fns:
+            blocks = tuple(self.pipeline["capture_blocks"])
+            self._model_fns[key] = transformer_fn.make_model_fn(
+                self.config, blocks, reference_strength, query
+            )
+        return self._model_fns[key]
+
+    def decode_config(self, steps: int, grid: tuple[int, int]) -> DecodeConfig:
+        """The sampler's static settings for `steps` on a token grid (h, w)."""
+        stride = self.config.token_stride
+        return DecodeConfig(
+            num_steps=int(steps),
+            mask_token_id=self.config.mask_token_id,
+            schedule=self.pipeline["schedule"],
+            temperature=tuple(self.pipeline["temperature"]),
+            timestep_convention=self.config.timestep_convention,
+            score_grid=(grid[0] // stride, grid[1] // stride),
+            smoothing=self.pipeline["smoothing"],
+        )
+
+    def _uncond_text(self):
+        if self._uncond is None:
+            encoded = self.text_encoder.encode([""])
+            self._uncond = (encoded.states, encoded.pooled)
+        return self._uncond
+
+    def edit(
+        self,
+        images: Sequence[Any],
+        instructions: Sequence[str],
+        masks: Sequence[Any] | None = None,
+        *,
+        queries: Sequence[str | None] | None = None,
+        seeds: int | Sequence[int] = 0,
+        guidance: float | None = None,
+        hold_threshold: float | None = None,
+        **run_kwargs,
+    ) -> list[EditResult]:
+        """Prepares and runs edits (see `prepare` and `run`); results in input order."""
+        n = len(images)
+        if len(instructions) != n:
+            raise ValueError(f"{n} images but {len(instructions)} instructions")
+        masks = [None] * n if masks is None else list(masks)
+        queries = [None] * n if queries is None else list(queries)
+        seeds = [int(seeds)] * n if np.ndim(seeds) == 0 else [int(s) for s in seeds]
+        for what, values in (("masks", masks), ("queries", queries), ("seeds", seeds)):
+            if len(values) != n:
+                raise ValueError(f"{n} images but {len(values)} {what}")
+        requests = [
+            self.prepare(
+                image,
+                instruction,
+                mask=mask,
+                query=query,
+                seed=seed,
+                guidance=guidance,
+                hold_threshold=hold_threshold,
+            )
+            for image, instruction, mask, query, seed in zip(
+                images, instructions, masks, queries, seeds, strict=True
+            )
+        ]
+        return self.run(requests, **run_kwargs)
+
+    def run(
+        self,
+        requests: Sequence[EditRequest],
+        *,
+        steps: int | None = None,
+        reference_strength: float | None = None,
+        paste_back: bool = False,
+        batch_size: int = 4,
+        resolution: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[EditResult]:
+        """Runs prepared edits; results in request order.
+
+        Args:
+            requests: from `prepare`.
+            steps: decoding steps (default: the bundle's).
+            reference_strength: source attention strength s (default: the bundle's).
+            paste_back: copy the original pixels back wherever the edit is not allowed: outside
+                the user mask (exactly, at the original size) and on held tokens.
+            batch_size: edits per sampler call (per bucket shape).
+            resolution: longer side in pixels of the buckets (default: the bundle's).
+            progress: called with the number of edits finished after each chunk.
+        """
+        steps = int(self.pipeline["steps"] if steps is None else steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        strength = float(
+            self.pipeline["reference_strength"]
+            if reference_strength is None
+            else reference_strength
+        )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, request in enumerate(requests):
+            key = self.bucket(*request.source.shape[:2], resolution=resolution)
+            groups.setdefault(key, []).append(i)
+        results: list[EditResult | None] = [None] * len(requests)
+        for bucket, indices in groups.items():
+            chunk = min(batch_size, len(indices))
+            for start in range(0, len(indices), chunk):
+                part = indices[start : start + chunk]
+                # Pad a short last chunk with copies: same batch shape, no new compile.
+                padded = part + [part[0]] * (chunk - len(part))
+                outs = self._run_chunk(
+                    [requests[i] for i in padded], bucket, steps, strength, paste_back
+                )
+                for i, out in zip(part, outs, strict=False):
+                    results[i] = out
+                if progress is not None:
+                    progress(len(part))
+        return results
+
+    def _run_chunk(
+        self,
+        requests: Sequence[EditRequest],
+        bucket: tuple[int, int],
+        steps: int,
+        strength: float,
+        paste_back: bool,
+    ) -> list[EditResult]:
+        cfg = self.config
+        stride = self.vq_config.stride
+        grid = (bucket[0] // stride, bucket[1] // stride)
+        pixels = np.stack([imio.to_float(imio.resize(r.source, bucket)) for r in requests])
+        source_tokens = np.asarray(self._encode(self.vq_params, jnp.asarray(pixels)))
+
+        edit_masks = np.stack(
+            [
+                np.ones(grid, bool) if r.mask is None else imio.token_mask(r.mask, grid)
+                for r in requests
+            ]
+        )
+        instructions = [r.instruction for r in requests]
+        encoded = self.text_encoder.encode(instructions)
+        uncond_states, uncond_pooled = self._uncond_text()
+        micro = transformer_fn.micro_conds(bucket[1], bucket[0], self.pipeline["aesthetic_score"])
+        use_query = any(r.query is not None for r in requests)
+        text_weights = None
+        if use_query:
+            text_weights, missing = transformer_fn.query_text_weights(
+                _query_tokenizer(self.text_encoder), instructions, [r.query for r in requests]
+            )
+            for query in missing:
+                logger.warning(
+                    "Query %r is not in its instruction's tokens; using all text tokens", query
+                )
+        holds = [r.hold_threshold for r in requests]
+        if not self.pipeline["capture_blocks"]:
+            if any(holds):
+                raise ValueError(
+                    f"hold_threshold {holds} needs attention scores, but the bundle's pipeline "
+                    "captures no block (capture_blocks is empty)"
+                )
+            holds = None
+        inputs = make_inputs(
+            source_tokens,
+            encoded.states,
+            encoded.pooled,
+            micro,
+            mask_token_id=cfg.mask_token_id,
+            uncond_text_states=uncond_states,
+            uncond_pooled=uncond_pooled,
+            guidance=[r.guidance for r in requests],
+            hold_threshold=holds,
+            edit_mask=edit_masks,
+            text_weights=text_weights,
+        )
+        keys = jnp.stack([jax.random.key(r.seed) for r in requests])
+        state = decode(
+            self.model_fn(strength, use_query),
+            inputs,
+            keys,
+            self.decode_config(steps, grid),
+            params=self.params,
+        )
+        edited = np.asarray(self._decode_ids(self.vq_params, state.tokens))
+        tokens, hold, scores = jax.device_get((state.tokens, state.hold_mask, state.scores))
+
+        results = []
+        for b, request in enumerate(requests):
+            original = request.source
+            image = imio.resize(imio.to_uint8(edited[b]), original.shape[:2])
+            if paste_back:
+                keep = imio.upsample_nearest(hold[b], original.shape[:2])
+                if request.mask is not None:
+                    keep = keep | ~request.mask
+                image = imio.paste_back(image, original, keep)
+            results.append(
+                EditResult(
+                    image=image,
+                    source=original,
+                    heatmap=np.asarray(scores[b], np.float32),
+                    hold_mask=np.asarray(hold[b], bool),
+                    edit_mask=edit_masks[b],
+                    source_tokens=source_tokens[b].astype(np.int32),
+                    tokens=np.asarray(tokens[b], np.int32),
+                    bucket=bucket,
+                    name=request.name,
+                    warnings=list(request.warnings),
+                )
+            )
+        return results
