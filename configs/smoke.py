@@ -91,6 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_consecutive_nonfinite=5,
             stop_after_steps=-1,  # > 0: save and exit after this step, as a preemption would
             export_bundle=True,  # at the end: <workdir>/bundle (EMA weights) for launch.edit
+            sample_every=0,  # > 0: edit `sample_count` held-out examples into samples/ this often
+            sample_count=4,
         )
     )
     config.init_from = ""  # pretrained transformer: a bundle or an official folder

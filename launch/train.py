@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -192,6 +193,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     uncond = inputs.uncond()
     base_key = jax.random.key(config.seed + 1)
     log = MetricsLog(workdir)
+    samples = None
+    if config.train.sample_every > 0 and jax.process_index() == 0:
+        samples = SampleEdits(config, inputs, workdir, config.train.sample_count)
     preemption = Preemption()
     step = int(state.step)
     last: dict[str, Any] = {}
@@ -233,6 +237,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         loss=f"{last['loss']:.4f}", ex_s=f"{last['examples_per_s']:.1f}"
                     )
                     timer, examples = time.perf_counter(), 0
+                if samples is not None and step % config.train.sample_every == 0:
+                    samples(step, state, options)
                 if step % config.train.checkpoint_every == 0 or step == config.train.steps:
                     checkpoints.save(step, state, loader.get_state())
                 stop_after = config.train.stop_after_steps
@@ -250,6 +256,44 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if jax.process_index() == 0:
             tqdm.write(f"Wrote the trained bundle to {path}")
     return last
+
+
+class SampleEdits:
+    """Edits a fixed batch of held-out synthetic examples with the current EMA weights and writes
+    `samples/step_<N>.png` (rows: source | target | edit | heatmap). Process 0 only; one sampler
+    compile for the whole run (the weights are arguments of the compiled loop)."""
+
+    def __init__(self, config, inputs, workdir: str, count: int):
+        from data_pipelines.synthetic import make_example
+
+        self.dir = os.path.join(workdir, "samples")
+        size = config.image_size
+        self.examples = [
+            make_example(config.seed, i, size=size, split="heldout") for i in range(count)
+        ]
+        self.config, self.inputs, self.editor = config, inputs, None
+
+    def __call__(self, step: int, state, options: StepOptions) -> None:
+        from PIL import Image
+
+        from editmgt_jax.atomic import atomic_path
+        from editmgt_jax.editor import Editor
+
+        bundle = bundle_from_state(self.config, state, options, self.inputs, step)
+        if self.editor is None:
+            self.editor = Editor(bundle, text_encoder=self.inputs.text_encoder)
+        else:
+            self.editor.params = jax.device_put(bundle.transformer_params)
+        results = self.editor.edit(
+            [e.source for e in self.examples], [e.instruction for e in self.examples], seeds=0
+        )
+        rows = [
+            np.concatenate([e.source, e.target, r.image, r.heatmap_image()], axis=1)
+            for e, r in zip(self.examples, results, strict=True)
+        ]
+        os.makedirs(self.dir, exist_ok=True)
+        with atomic_path(os.path.join(self.dir, f"step_{step:07d}.png")) as tmp:
+            Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
 
 
 def init_from(path: str, cfg: TransformerConfig, state, shardings):
@@ -289,10 +333,19 @@ def init_from(path: str, cfg: TransformerConfig, state, shardings):
 
 def export_bundle(config, workdir: str, state, options: StepOptions, inputs, step: int) -> str:
     """EMA weights (LoRA merged) + the VQ tokenizer -> `<workdir>/bundle` for launch.edit."""
+    bundle = bundle_from_state(config, state, options, inputs, step)
+    path = os.path.join(workdir, "bundle")
+    if jax.process_index() == 0:
+        save_bundle(path, bundle, overwrite=True)
+    return path
+
+
+def bundle_from_state(config, state, options: StepOptions, inputs, step: int) -> Bundle:
+    """An in-memory bundle of the EMA weights (LoRA merged), the VQ and the text encoder spec."""
     params = jax.device_get(state.ema_params)
     if state.frozen_params is not None:
         params = merge(jax.device_get(state.frozen_params), params, options.lora_scale)
-    bundle = Bundle(
+    return Bundle(
         transformer_config=TransformerConfig.from_dict(config.model),
         transformer_params=params,
         vq_config=inputs.vq_model.config.to_diffusers(),
@@ -307,10 +360,6 @@ def export_bundle(config, workdir: str, state, options: StepOptions, inputs, ste
             ema_decay=options.ema_decay,
         ),
     )
-    path = os.path.join(workdir, "bundle")
-    if jax.process_index() == 0:
-        save_bundle(path, bundle, overwrite=True)
-    return path
 
 
 def main(argv):

@@ -34,7 +34,11 @@ def metrics(workdir):
 
 def _resume_matches(tmp_path, steps, stop, mesh, devices):
     common = (f"--config.train.steps={steps}", "--config.train.log_every=4", mesh)
-    train(tmp_path / "uninterrupted", *common, devices=devices)
+    train(
+        tmp_path / "uninterrupted", *common, f"--config.train.sample_every={steps}", devices=devices
+    )
+    assert os.path.isfile(tmp_path / "uninterrupted" / "samples" / f"step_{steps:07d}.png")
+    assert os.path.isfile(tmp_path / "uninterrupted" / "bundle" / "bundle.json")  # exported
     train(tmp_path / "resumed", *common, f"--config.train.stop_after_steps={stop}", devices=devices)
     stopped = metrics(tmp_path / "resumed")
     assert max(stopped) == stop
