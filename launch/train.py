@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -175,7 +176,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
         state, data_state = checkpoints.restore(start, abstract)
         loader.set_state(data_state)
-        tqdm.write(f"Resumed from step {start} in {workdir}")
+        tqdm.write(f"Resumed from step {start} in {workdir}", file=sys.stderr)
 
     options = StepOptions(
         mask_id=model_cfg.mask_token_id,
@@ -254,7 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.train.export_bundle and step >= config.train.steps:
         path = export_bundle(config, workdir, state, options, inputs, step)
         if jax.process_index() == 0:
-            tqdm.write(f"Wrote the trained bundle to {path}")
+            tqdm.write(f"Wrote the trained bundle to {path}", file=sys.stderr)
     return last
 
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +80,35 @@ def test_incompatible_workdir_is_refused(tmp_path):
     )
     assert proc.returncode != 0
     assert "incompatible config" in proc.stderr and "model.num_layers: 1 -> 2" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_continues(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.train",
+        "--config",
+        "configs/smoke.py",
+        "--workdir",
+        str(tmp_path),
+        "--config.train.steps=2000",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=100000",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics_path = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 900
+    while not (metrics_path.exists() and metrics_path.read_text().count("\n") >= 3):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(saved) == 1 and 3 <= saved[0] < 2000
+    proc = train(
+        tmp_path, "--config.train.steps=" + str(saved[0] + 2), "--config.train.log_every=1"
+    )
+    assert f"Resumed from step {saved[0]}" in proc.stderr
