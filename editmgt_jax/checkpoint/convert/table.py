@@ -70,6 +70,22 @@ class Rule:
     hook: Hook = IDENTITY
 
 
+def layer_rules(ours: str, theirs: str, hook: Hook = LINEAR, bias: bool = True) -> list[Rule]:
+    """The kernel (and bias) of one layer: `ours/kernel` <-> `theirs.weight` through `hook`."""
+    rules = [Rule(f"{ours}/kernel", f"{theirs}.weight", hook)]
+    if bias:
+        rules.append(Rule(f"{ours}/bias", f"{theirs}.bias"))
+    return rules
+
+
+def norm_rules(ours: str, theirs: str, bias: bool = True) -> list[Rule]:
+    """A norm's gain (and bias): `ours/scale` <-> `theirs.weight`."""
+    rules = [Rule(f"{ours}/scale", f"{theirs}.weight")]
+    if bias:
+        rules.append(Rule(f"{ours}/bias", f"{theirs}.bias"))
+    return rules
+
+
 class ConversionError(ValueError):
     """Raised with the complete list of missing, unexpected and mis-shaped keys."""
 

@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 
 from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_state_dict, write_folder
-from editmgt_jax.checkpoint.convert.table import LINEAR, Rule, flatten, to_ours, to_theirs
+from editmgt_jax.checkpoint.convert.table import (
+    LINEAR,
+    Rule,
+    flatten,
+    layer_rules,
+    norm_rules,
+    to_ours,
+    to_theirs,
+)
 from editmgt_jax.common_types import DType
 from editmgt_jax.models.text.clip import CLIPText, CLIPTextConfig
 
@@ -29,17 +37,6 @@ IGNORED_KEYS = ("text_model.embeddings.position_ids",)
 __all__ = ["clip_text_rules", "load_clip_text", "save_clip_text"]
 
 
-def _linear(ours: str, theirs: str) -> list[Rule]:
-    return [
-        Rule(f"{ours}/kernel", f"{theirs}.weight", LINEAR),
-        Rule(f"{ours}/bias", f"{theirs}.bias"),
-    ]
-
-
-def _norm(ours: str, theirs: str) -> list[Rule]:
-    return [Rule(f"{ours}/scale", f"{theirs}.weight"), Rule(f"{ours}/bias", f"{theirs}.bias")]
-
-
 def clip_text_rules(config: CLIPTextConfig) -> list[Rule]:
     """The parameter table (our '/' path <-> transformers key)."""
     rules = [
@@ -48,13 +45,13 @@ def clip_text_rules(config: CLIPTextConfig) -> list[Rule]:
     ]
     for i in range(config.num_hidden_layers):
         ours, theirs = f"layer_{i}", f"text_model.encoder.layers.{i}"
-        rules += _norm(f"{ours}/layer_norm1", f"{theirs}.layer_norm1")
+        rules += norm_rules(f"{ours}/layer_norm1", f"{theirs}.layer_norm1")
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            rules += _linear(f"{ours}/{name}", f"{theirs}.self_attn.{name}")
-        rules += _norm(f"{ours}/layer_norm2", f"{theirs}.layer_norm2")
-        rules += _linear(f"{ours}/fc1", f"{theirs}.mlp.fc1")
-        rules += _linear(f"{ours}/fc2", f"{theirs}.mlp.fc2")
-    rules += _norm("final_layer_norm", "text_model.final_layer_norm")
+            rules += layer_rules(f"{ours}/{name}", f"{theirs}.self_attn.{name}")
+        rules += norm_rules(f"{ours}/layer_norm2", f"{theirs}.layer_norm2")
+        rules += layer_rules(f"{ours}/fc1", f"{theirs}.mlp.fc1")
+        rules += layer_rules(f"{ours}/fc2", f"{theirs}.mlp.fc2")
+    rules += norm_rules("final_layer_norm", "text_model.final_layer_norm")
     if config.with_projection:
         rules.append(Rule("text_projection/kernel", PROJECTION_KEY, LINEAR))
     return rules

@@ -19,7 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_state_dict, write_folder
-from editmgt_jax.checkpoint.convert.table import LINEAR, Rule, flatten, to_ours, to_theirs
+from editmgt_jax.checkpoint.convert.table import (
+    Rule,
+    flatten,
+    layer_rules,
+    norm_rules,
+    to_ours,
+    to_theirs,
+)
 from editmgt_jax.common_types import DType
 from editmgt_jax.models.text.minilm import Bert, BertConfig
 
@@ -50,17 +57,6 @@ def minilm_folder() -> str:
     return folder
 
 
-def _linear(ours: str, theirs: str) -> list[Rule]:
-    return [
-        Rule(f"{ours}/kernel", f"{theirs}.weight", LINEAR),
-        Rule(f"{ours}/bias", f"{theirs}.bias"),
-    ]
-
-
-def _norm(ours: str, theirs: str) -> list[Rule]:
-    return [Rule(f"{ours}/scale", f"{theirs}.weight"), Rule(f"{ours}/bias", f"{theirs}.bias")]
-
-
 def bert_rules(config: BertConfig, prefix: str = "") -> list[Rule]:
     """The parameter table (our '/' path <-> transformers key, with `prefix` before each key)."""
     p = prefix
@@ -69,16 +65,16 @@ def bert_rules(config: BertConfig, prefix: str = "") -> list[Rule]:
         Rule("position_embeddings", f"{p}embeddings.position_embeddings.weight"),
         Rule("token_type_embeddings", f"{p}embeddings.token_type_embeddings.weight"),
     ]
-    rules += _norm("embeddings_norm", f"{p}embeddings.LayerNorm")
+    rules += norm_rules("embeddings_norm", f"{p}embeddings.LayerNorm")
     for i in range(config.num_hidden_layers):
         ours, theirs = f"layer_{i}", f"{p}encoder.layer.{i}"
         for name in ("query", "key", "value"):
-            rules += _linear(f"{ours}/{name}", f"{theirs}.attention.self.{name}")
-        rules += _linear(f"{ours}/attention_out", f"{theirs}.attention.output.dense")
-        rules += _norm(f"{ours}/attention_norm", f"{theirs}.attention.output.LayerNorm")
-        rules += _linear(f"{ours}/intermediate", f"{theirs}.intermediate.dense")
-        rules += _linear(f"{ours}/output", f"{theirs}.output.dense")
-        rules += _norm(f"{ours}/output_norm", f"{theirs}.output.LayerNorm")
+            rules += layer_rules(f"{ours}/{name}", f"{theirs}.attention.self.{name}")
+        rules += layer_rules(f"{ours}/attention_out", f"{theirs}.attention.output.dense")
+        rules += norm_rules(f"{ours}/attention_norm", f"{theirs}.attention.output.LayerNorm")
+        rules += layer_rules(f"{ours}/intermediate", f"{theirs}.intermediate.dense")
+        rules += layer_rules(f"{ours}/output", f"{theirs}.output.dense")
+        rules += norm_rules(f"{ours}/output_norm", f"{theirs}.output.LayerNorm")
     return rules
 
 

@@ -11,6 +11,7 @@ Example (the fixture folder uses `vq_config.json` / `vq.safetensors`; released f
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -21,10 +22,11 @@ from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_stat
 from editmgt_jax.checkpoint.convert.table import (
     CONV,
     CONV1X1_AS_DENSE,
-    LINEAR,
     ConversionError,
     Rule,
     flatten,
+    layer_rules,
+    norm_rules,
     to_ours,
     to_theirs,
 )
@@ -38,29 +40,11 @@ _LAYOUTS = (("config.json", "*.safetensors"), ("vq_config.json", "vq*.safetensor
 __all__ = ["ConversionError", "load_vq", "save_vq", "vq_rules"]
 
 
-def _conv(ours: str, theirs: str) -> list[Rule]:
-    return [
-        Rule(f"{ours}/kernel", f"{theirs}.weight", CONV),
-        Rule(f"{ours}/bias", f"{theirs}.bias"),
-    ]
-
-
-def _conv1x1(ours: str, theirs: str) -> list[Rule]:
-    return [
-        Rule(f"{ours}/kernel", f"{theirs}.weight", CONV1X1_AS_DENSE),
-        Rule(f"{ours}/bias", f"{theirs}.bias"),
-    ]
-
-
-def _linear(ours: str, theirs: str) -> list[Rule]:
-    return [
-        Rule(f"{ours}/kernel", f"{theirs}.weight", LINEAR),
-        Rule(f"{ours}/bias", f"{theirs}.bias"),
-    ]
-
-
-def _norm(ours: str, theirs: str) -> list[Rule]:
-    return [Rule(f"{ours}/scale", f"{theirs}.weight"), Rule(f"{ours}/bias", f"{theirs}.bias")]
+# Layer kinds of the VQ-GAN, all with biases (the shared helpers of table.py).
+_conv = functools.partial(layer_rules, hook=CONV)
+_conv1x1 = functools.partial(layer_rules, hook=CONV1X1_AS_DENSE)
+_linear = layer_rules
+_norm = norm_rules
 
 
 def _resnet(ours: str, theirs: str, shortcut: bool) -> list[Rule]:
