@@ -157,6 +157,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     checkpoints = TrainCheckpoints(workdir, config.train.keep_checkpoints)
     checkpoints.check_config(config)
+    loader = make_loader(config)  # before any compute: a data path without records fails here
 
     inputs = TrainingInputs.create(config)  # VQ tokenizer + frozen text encoder (cached)
     tx = make_optimizer(config.optim, config.train.steps)
@@ -166,7 +167,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state, state_shardings = create_sharded_train_state(
         model, tx, jax.random.key(config.seed), sample, mesh, lora=lora
     )
-    loader = make_loader(config)
     start = checkpoints.latest_step()
     if start is None and config.init_from:
         state = init_from(config.init_from, model_cfg, state, state_shardings)

@@ -67,6 +67,15 @@ def test_bad_configs_fail_before_compute(tmp_path):
     assert proc.returncode != 0 and "not divisible by the data-parallel size 8" in proc.stderr
     proc = train(tmp_path / "b", "--config.no_such_field=1", check=False)
     assert proc.returncode != 0 and "no_such_field" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = train(
+        tmp_path / "c",
+        "--config.data.source=shards",
+        f"--config.data.path={tmp_path / 'empty'}",
+        devices=1,
+        check=False,
+    )
+    assert proc.returncode != 0 and "no ArrayRecord shards match" in proc.stderr
 
 
 def test_incompatible_workdir_is_refused(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from configs import editmgt_1b, official_tiny
 from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
-from launch.inspect import count_params
+from editmgt_jax.models.transformer_stats import count_params
 
 TINY = TransformerConfig.from_dict(official_tiny.get_config().model)
 
