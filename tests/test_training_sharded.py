@@ -1,8 +1,14 @@
-"""8 simulated devices (data 2 x fsdp 4) give the same training losses as 1 device."""
+"""8 simulated devices (data 2 x fsdp 4) give the same training losses as 1 device.
+
+Slow (two step compiles on 8 simulated devices): `python -m pytest -m slow tests/test_training_sharded.py`.
+"""
+
+import pytest
 
 from tests.test_sharding import run_on_8_devices
 
 
+@pytest.mark.slow
 def test_sharded_training_equals_single_device():
     result = run_on_8_devices("tests.multidevice.train_step_sharded")
     for a, b in zip(result["single"], result["sharded"], strict=True):

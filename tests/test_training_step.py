@@ -87,7 +87,7 @@ def test_loss_falls_when_overfitting_a_few_examples():
         state, metrics = step(state, batch, unc_s, unc_p, jax.random.key(1))
         losses.append(float(metrics["loss"]))
     assert int(state.step) == 40
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
 def test_nonfinite_step_is_skipped_and_counted():
