@@ -18,10 +18,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 
+from configs import common
 from editmgt_jax import sharding
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -38,20 +38,7 @@ _MESH = flags.DEFINE_list("mesh", ["-1", "1", "1"], "data,fsdp,tensor for the st
 _GRID_1B = flags.DEFINE_integer("grid_1b", 32, "Token grid for --aot_1b (32 = 512 px).")
 _BATCH_1B = flags.DEFINE_integer("batch_1b", 8, "Global batch for --aot_1b.")
 
-OPTIM = ml_collections.ConfigDict(
-    dict(
-        learning_rate=1e-4,
-        warmup_steps=10,
-        decay="constant",
-        end_lr_ratio=0.0,
-        b1=0.9,
-        b2=0.99,
-        eps=1e-8,
-        weight_decay=0.01,
-        grad_clip=1.0,
-        accumulation_steps=1,
-    )
-)
+OPTIM = common.optim(warmup_steps=10)
 
 
 def measured_peak_tflops(n: int = 2048) -> float:

@@ -32,3 +32,23 @@ def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.Confi
 def inspect_section() -> ml_collections.ConfigDict:
     """What `launch.inspect` compiles: one forward at this token grid, batch and dtype."""
     return ml_collections.ConfigDict(dict(grid=64, batch=1, text_len=256, with_source=True))
+
+
+def optim(**overrides) -> ml_collections.ConfigDict:
+    """The `optim` section (AdamW, see `editmgt_jax.training.optimizer`) with these overrides."""
+    section = ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-4,
+            warmup_steps=0,
+            decay="constant",  # constant | cosine
+            end_lr_ratio=0.0,  # cosine: final learning rate / peak
+            b1=0.9,
+            b2=0.99,
+            eps=1e-8,
+            weight_decay=0.01,
+            grad_clip=1.0,  # global-norm clip; 0 disables
+            accumulation_steps=1,
+        )
+    )
+    section.update(overrides)
+    return section

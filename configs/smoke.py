@@ -98,19 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.init_from = ""  # pretrained transformer: a bundle or an official folder
     # LoRA (rank > 0): only adapters on the `targets` kernels (regexes on parameter paths) train.
     config.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=DEFAULT_TARGETS))
-    config.optim = ml_collections.ConfigDict(
-        dict(
-            learning_rate=2e-3,
-            warmup_steps=4,
-            decay="cosine",
-            end_lr_ratio=0.1,
-            b1=0.9,
-            b2=0.99,
-            eps=1e-8,
-            weight_decay=0.01,
-            grad_clip=1.0,
-            accumulation_steps=1,
-        )
+    config.optim = common.optim(
+        learning_rate=2e-3, warmup_steps=4, decay="cosine", end_lr_ratio=0.1
     )
     config.mesh = common.mesh()
     return config

@@ -3,10 +3,9 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from configs import official_tiny
+from configs import common, official_tiny
 from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
 from editmgt_jax.training.lora import DEFAULT_TARGETS, init_lora, merge
 from editmgt_jax.training.losses import masked_token_loss
@@ -21,22 +20,7 @@ CFG = TransformerConfig.from_dict(official_tiny.get_config().model).replace(
 
 
 def optim(**overrides):
-    cfg = ml_collections.ConfigDict(
-        dict(
-            learning_rate=3e-3,
-            warmup_steps=0,
-            decay="constant",
-            end_lr_ratio=0.0,
-            b1=0.9,
-            b2=0.99,
-            eps=1e-8,
-            weight_decay=0.0,
-            grad_clip=1.0,
-            accumulation_steps=1,
-        )
-    )
-    cfg.update(overrides)
-    return cfg
+    return common.optim(**{"learning_rate": 3e-3, "weight_decay": 0.0, **overrides})
 
 
 def test_mask_tokens_masks_exactly_round_r_l():
