@@ -198,7 +198,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.train.sample_every > 0 and jax.process_index() == 0:
         samples = SampleEdits(config, inputs, workdir, config.train.sample_count)
     preemption = Preemption()
-    step = int(state.step)
+    step = saved_step = int(state.step)
     last: dict[str, Any] = {}
     bar = tqdm(
         total=config.train.steps, initial=step, desc="train", disable=jax.process_index() != 0
@@ -242,10 +242,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     samples(step, state, options)
                 if step % config.train.checkpoint_every == 0 or step == config.train.steps:
                     checkpoints.save(step, state, loader.get_state())
+                    saved_step = step
                 stop_after = config.train.stop_after_steps
                 if preemption.requested or (stop_after > 0 and step >= stop_after):
                     # As on preemption: save where we are; the same command resumes from here.
-                    checkpoints.save(step, state, loader.get_state(), force=True)
+                    if saved_step != step:
+                        checkpoints.save(step, state, loader.get_state(), force=True)
                     break
     finally:
         checkpoints.close()
