@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 
 from editmgt_jax.checkpoint.convert import safetensors_io
 from editmgt_jax.checkpoint.convert.scan_layout import scan_params
-from editmgt_jax.checkpoint.convert.table import flatten, to_ours
+from editmgt_jax.checkpoint.convert.table import abstract_param_shapes, to_ours
 from editmgt_jax.checkpoint.convert.transformer_table import transformer_rules
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -24,8 +23,7 @@ def transformer_param_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...
     unscanned = cfg.replace(scan_layers=False, remat_policy="none")
     model = Transformer(unscanned)
     inputs = example_inputs(unscanned, batch=1, grid=(4, 4), text_len=4)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs))["params"]
-    return {k: tuple(v.shape) for k, v in flatten(nn.meta.unbox(shapes)).items()}
+    return abstract_param_shapes(model, *inputs.values())
 
 
 def find_transformer_folder(folder: str) -> str:

@@ -86,6 +86,15 @@ def norm_rules(ours: str, theirs: str, bias: bool = True) -> list[Rule]:
     return rules
 
 
+def abstract_param_shapes(model: Any, *sample_args: Any) -> dict[str, tuple[int, ...]]:
+    """Our '/'-path -> shape of `model`'s params, from an abstract init (nothing allocated)."""
+    import flax.linen as nn
+    import jax
+
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *sample_args)["params"]
+    return {path: tuple(leaf.shape) for path, leaf in flatten(nn.meta.unbox(shapes)).items()}
+
+
 class ConversionError(ValueError):
     """Raised with the complete list of missing, unexpected and mis-shaped keys."""
 

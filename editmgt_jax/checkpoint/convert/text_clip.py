@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -20,7 +19,7 @@ from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_stat
 from editmgt_jax.checkpoint.convert.table import (
     LINEAR,
     Rule,
-    flatten,
+    abstract_param_shapes,
     layer_rules,
     norm_rules,
     to_ours,
@@ -59,9 +58,7 @@ def clip_text_rules(config: CLIPTextConfig) -> list[Rule]:
 
 def param_shapes(model: CLIPText) -> dict[str, tuple[int, ...]]:
     """Our '/'-path -> parameter shape, without allocating."""
-    ids = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), ids)["params"])
-    return {path: tuple(leaf.shape) for path, leaf in flatten(shapes).items()}
+    return abstract_param_shapes(model, jax.ShapeDtypeStruct((1, 2), jnp.int32))
 
 
 def load_clip_text(

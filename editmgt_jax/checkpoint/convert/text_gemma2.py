@@ -12,13 +12,18 @@ Example:
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_state_dict, write_folder
-from editmgt_jax.checkpoint.convert.table import LINEAR, Rule, flatten, to_ours, to_theirs
+from editmgt_jax.checkpoint.convert.table import (
+    LINEAR,
+    Rule,
+    abstract_param_shapes,
+    to_ours,
+    to_theirs,
+)
 from editmgt_jax.common_types import DType
 from editmgt_jax.models.text.gemma2 import Gemma2, Gemma2Config
 
@@ -57,8 +62,7 @@ def gemma2_rules(config: Gemma2Config, prefix: str = CAUSAL_LM_PREFIX) -> list[R
 def param_shapes(model: Gemma2) -> dict[str, tuple[int, ...]]:
     """Our '/'-path -> parameter shape, without allocating."""
     ids = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), ids, ids)["params"])
-    return {path: tuple(leaf.shape) for path, leaf in flatten(shapes).items()}
+    return abstract_param_shapes(model, ids, ids)
 
 
 def load_gemma2(

@@ -14,14 +14,13 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_state_dict, write_folder
 from editmgt_jax.checkpoint.convert.table import (
     Rule,
-    flatten,
+    abstract_param_shapes,
     layer_rules,
     norm_rules,
     to_ours,
@@ -81,8 +80,7 @@ def bert_rules(config: BertConfig, prefix: str = "") -> list[Rule]:
 def param_shapes(model: Bert) -> dict[str, tuple[int, ...]]:
     """Our '/'-path -> parameter shape, without allocating."""
     ids = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), ids, ids)["params"])
-    return {path: tuple(leaf.shape) for path, leaf in flatten(shapes).items()}
+    return abstract_param_shapes(model, ids, ids)
 
 
 def load_minilm(

@@ -24,7 +24,7 @@ from editmgt_jax.checkpoint.convert.table import (
     CONV1X1_AS_DENSE,
     ConversionError,
     Rule,
-    flatten,
+    abstract_param_shapes,
     layer_rules,
     norm_rules,
     to_ours,
@@ -118,8 +118,7 @@ def param_shapes(model: VQModel) -> dict[str, tuple[int, ...]]:
     """Our '/'-path -> parameter shape, without allocating (abstract init)."""
     stride = model.config.stride
     images = jax.ShapeDtypeStruct((1, stride, stride, model.config.in_channels), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
-    return {path: tuple(leaf.shape) for path, leaf in flatten(shapes).items()}
+    return abstract_param_shapes(model, images)
 
 
 def _find_layout(folder: str) -> tuple[str, str]:
