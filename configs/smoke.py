@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             smoothing="adaptive",
             temperature=(2.0, 0.0),
             aesthetic_score=6.0,
+            paste_back=False,
         )
     )
 
@@ -75,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             synthetic_seed=1,
             synthetic_num=512,
             random_crop=True,
+            use_tokens=False,  # shards made by launch.tokenize_shards: skip the VQ encode
             worker_count=0,
         )
     )

@@ -89,9 +89,13 @@ def _vq_decode(model: VQModel, params, ids):
     return model.apply({"params": params}, ids, method=model.decode_ids)
 
 
-def text_encoder_from_spec(spec: dict[str, Any], text_params: Any = None):
-    """The frozen text encoder a bundle names: {"kind": "minilm", "max_length": 32} or
-    {"kind": "clip_gemma2", "folder": released EditMGT folder}."""
+def text_encoder_from_spec(
+    spec: dict[str, Any], text_params: Any = None, bundle_path: str | None = None
+):
+    """The frozen text encoder a bundle names: {"kind": "minilm", "max_length": 32},
+    {"kind": "clip_gemma2", "folder": released EditMGT folder}, or a converted bundle's
+    {"kind": "clip_gemma2", "params": "bundle", ...} (weights in `text_params`, tokenizers
+    under `bundle_path`; see editmgt_jax.checkpoint.folder)."""
     from editmgt_jax.models.text import clip_gemma2_encoder, minilm_encoder
 
     kind = spec.get("kind")
@@ -102,6 +106,10 @@ def text_encoder_from_spec(spec: dict[str, Any], text_params: Any = None):
             )
         return minilm_encoder(max_length=int(spec.get("max_length", 32)))
     if kind == "clip_gemma2":
+        if text_params is not None:
+            from editmgt_jax.checkpoint.folder import text_encoder_from_bundle
+
+            return text_encoder_from_bundle(spec, text_params, bundle_path)
         if "folder" not in spec:
             raise ValueError(
                 "The bundle's text encoder is clip_gemma2 without a 'folder'; pass "
@@ -144,7 +152,7 @@ class Editor:
         self.text_encoder = (
             text_encoder
             if text_encoder is not None
-            else text_encoder_from_spec(bundle.text_encoder, bundle.text_params)
+            else text_encoder_from_spec(bundle.text_encoder, bundle.text_params, bundle.path)
         )
         if self.text_encoder.states_dim != self.config.joint_attention_dim:
             raise ValueError(
@@ -321,7 +329,7 @@ class Editor:
         *,
         steps: int | None = None,
         reference_strength: float | None = None,
-        paste_back: bool = False,
+        paste_back: bool | None = None,
         batch_size: int = 4,
         resolution: int | None = None,
         progress: Callable[[int], None] | None = None,
@@ -332,13 +340,17 @@ class Editor:
             requests: from `prepare`.
             steps: decoding steps (default: the bundle's).
             reference_strength: source attention strength s (default: the bundle's).
-            paste_back: copy the original pixels back wherever the edit is not allowed: outside
-                the user mask (exactly, at the original size) and on held tokens.
+            paste_back: copy the original pixels back wherever the edit is not allowed or did not
+                change anything: outside the user mask (exactly, at the original size), on held
+                tokens and on tokens equal to the source's (default: the bundle's pipeline
+                `paste_back`, else False). Decoding a kept token only approximates its pixels.
             batch_size: edits per sampler call (per bucket shape).
             resolution: longer side in pixels of the buckets (default: the bundle's).
             progress: called with the number of edits finished after each chunk.
         """
         steps = int(self.pipeline["steps"] if steps is None else steps)
+        if paste_back is None:
+            paste_back = bool(self.pipeline["paste_back"])
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         strength = float(
@@ -439,7 +451,8 @@ class Editor:
             original = request.source
             image = imio.resize(imio.to_uint8(edited[b]), original.shape[:2])
             if paste_back:
-                keep = imio.upsample_nearest(hold[b], original.shape[:2])
+                unchanged = hold[b] | (np.asarray(tokens[b]) == source_tokens[b])
+                keep = imio.upsample_nearest(unchanged, original.shape[:2])
                 if request.mask is not None:
                     keep = keep | ~request.mask
                 image = imio.paste_back(image, original, keep)

@@ -43,15 +43,11 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from editmgt_jax.assets import DEFAULT_MODEL
 from editmgt_jax.atomic import atomic_path
 from editmgt_jax.editing import images as imio
 
-DEFAULT_CHECKPOINT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "editmgt_jax",
-    "assets",
-    "default_model",
-)
+DEFAULT_CHECKPOINT = DEFAULT_MODEL
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Jobs prepared (images in memory) at a time, in units of batch_size.
 BLOCK_BATCHES = 8
@@ -74,7 +70,10 @@ def define_flags() -> None:
     flags.DEFINE_string("query", None, "Phrase of the instruction that localizes the edit.")
     flags.DEFINE_string("mask", None, "Mask PNG (white = may change), with --image.")
     flags.DEFINE_bool(
-        "paste_back", False, "Copy the original pixels back outside the mask and on held tokens."
+        "paste_back",
+        None,
+        "Copy the original pixels back outside the mask and on held or unchanged tokens "
+        "(default: the checkpoint's pipeline setting; on for the default model).",
     )
     flags.DEFINE_integer("seed", 0, "PRNG seed of every edit (a job's 'seed' overrides it).")
     flags.DEFINE_integer("batch_size", 4, "Edits per sampler call.")
@@ -109,7 +108,7 @@ class Options:
     reference_strength: float | None = None
     hold_threshold: float | None = None
     query: str | None = None
-    paste_back: bool = False
+    paste_back: bool | None = None
     seed: int = 0
     batch_size: int = 4
     resolution: int | None = None

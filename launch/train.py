@@ -106,7 +106,13 @@ def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
         shuffle=True,
         random_crop=data.random_crop,
         worker_count=data.worker_count,
+        use_tokens=data.use_tokens,
     )
+    if data.use_tokens and data.source == "synthetic":
+        raise ValueError(
+            "data.use_tokens needs token shards (data.source='shards', made by "
+            "launch.tokenize_shards); synthetic data are images"
+        )
     if data.source == "synthetic":
         from data_pipelines.synthetic.source import SyntheticSource
 

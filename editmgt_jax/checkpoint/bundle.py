@@ -46,6 +46,7 @@ DEFAULT_PIPELINE = dict(
     smoothing="adaptive",
     temperature=[2.0, 0.0],
     aesthetic_score=6.0,
+    paste_back=False,  # source pixels back on held / unchanged tokens (see Editor.run)
 )
 
 

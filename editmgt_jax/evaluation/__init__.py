@@ -1,0 +1,1 @@
+"""Evaluation of edits against ground-truth masks (metrics, per-category summaries, figures)."""

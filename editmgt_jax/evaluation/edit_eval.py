@@ -1,0 +1,106 @@
+"""Scores edits of examples with ground-truth masks, and summarizes them per category.
+
+An example is anything with `source`, `target` (uint8 [H, W, 3]), `mask` (uint8 [H, W], > 0 =
+edited), `instruction` and `category` (the synthetic world's `SyntheticExample`). An edit is scored
+from two `EditResult`s of the same example: with region-hold on (the one judged) and off (only its
+tokens are used, for the changed-outside comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from editmgt_jax.evaluation import metrics
+
+# Metrics averaged per category and overall (NaNs, e.g. PSNR outside a whole-image style edit,
+# are left out of the means and counted in `<name>_count`).
+MEAN_KEYS = (
+    "success",
+    "progress",
+    "psnr_outside",
+    "ssim_outside",
+    "lpips_outside",
+    "auroc",
+    "iou",
+    "changed_outside_hold",
+    "changed_outside_no_hold",
+    "held_fraction",
+)
+
+
+def score_edit(example: Any, held: Any, free: Any | None, hold_threshold: float) -> dict:
+    """Metrics of one edit (`held`: result with region-hold; `free`: without, or None)."""
+    mask = np.asarray(example.mask) > 0
+    grid = held.tokens.shape
+    coverage = metrics.cell_coverage(mask, grid)
+    region = coverage >= 0.5  # token cells mostly inside the edit region
+    record = dict(
+        instruction=example.instruction,
+        category=example.category,
+        progress=metrics.edit_progress(example.source, example.target, held.image, mask),
+        psnr_outside=metrics.psnr_outside(example.source, held.image, mask),
+        mse_outside=metrics.outside_mse(example.source, held.image, mask),
+        ssim_outside=metrics.ssim_outside(example.source, held.image, mask),
+        auroc=metrics.auroc(held.heatmap, region),
+        iou=metrics.iou(held.heatmap >= hold_threshold, region),
+        changed_outside_hold=metrics.changed_outside(held.source_tokens, held.tokens, coverage),
+        held_fraction=float(np.mean(held.hold_mask)),
+    )
+    record["success"] = float(record["progress"] >= 0.5)
+    if free is not None:
+        record["changed_outside_no_hold"] = metrics.changed_outside(
+            free.source_tokens, free.tokens, coverage
+        )
+    return record
+
+
+def _mean(values: Sequence[float]) -> tuple[float | None, int]:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return (float(np.mean(finite)) if finite else None), len(finite)
+
+
+def summarize(records: Sequence[dict]) -> dict[str, Any]:
+    """{"overall": {...}, "per_category": {category: {...}}}: means of MEAN_KEYS, counts, and the
+    PSNR of the pooled outside-mask MSE (robust to the 100 dB cap of identical images)."""
+
+    def block(rows: Sequence[dict]) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": len(rows)}
+        for key in MEAN_KEYS:
+            mean, n = _mean([r.get(key) for r in rows])
+            out[key] = mean
+            if n != len(rows):
+                out[f"{key}_count"] = n
+        mse, _ = _mean([r["mse_outside"] for r in rows])
+        out["psnr_outside_pooled"] = None if mse is None else metrics.psnr_from_mse(mse)
+        return out
+
+    categories = sorted({r["category"] for r in records})
+    return dict(
+        overall=block(records),
+        per_category={c: block([r for r in records if r["category"] == c]) for c in categories},
+    )
+
+
+def lpips_outside(
+    lpips: tuple[Any, Any], examples: Sequence[Any], edited: Sequence[np.ndarray]
+) -> list[float]:
+    """LPIPS between each source and its edit with the edit region set back to the source (so only
+    changes outside the mask count); NaN for whole-image edits."""
+    from editmgt_jax.training.vq_losses import lpips_distance
+
+    sources, composites, valid = [], [], []
+    for example, image in zip(examples, edited, strict=True):
+        mask = np.asarray(example.mask) > 0
+        valid.append(not mask.all())
+        sources.append(example.source / 255.0)
+        composites.append(np.where(mask[..., None], example.source, image) / 255.0)
+    distances = np.asarray(
+        lpips_distance(
+            *lpips, np.stack(composites, dtype=np.float32), np.stack(sources).astype(np.float32)
+        )
+    )
+    return [float(d) if ok else float("nan") for d, ok in zip(distances, valid, strict=True)]

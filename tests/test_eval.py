@@ -1,0 +1,108 @@
+"""Edit-evaluation metrics (against brute-force references) and launch.eval on a random bundle."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from editmgt_jax.evaluation import edit_eval, metrics
+
+
+def test_auroc_matches_pair_counting_with_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.random(60) < 0.4
+    pairs = [
+        1.0 if p > n else 0.5 if p == n else 0.0
+        for p, n in itertools.product(scores[labels], scores[~labels])
+    ]
+    assert metrics.auroc(scores, labels) == pytest.approx(np.mean(pairs))
+    assert metrics.auroc(labels.astype(float), labels) == 1.0
+    assert np.isnan(metrics.auroc(scores, np.ones(60, bool)))
+
+
+def test_edit_progress_and_success():
+    source = np.zeros((4, 4, 3))
+    target = np.full((4, 4, 3), 100.0)
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    edited = source.copy()
+    edited[:2] = 40.0
+    edited[2:] = 255.0  # outside the mask: does not count
+    assert metrics.edit_progress(source, target, edited, mask) == pytest.approx(0.4)
+    assert not metrics.edit_success(source, target, edited, mask)
+    edited[:2] = 60.0
+    assert metrics.edit_success(source, target, edited, mask)
+
+
+def test_outside_metrics_ignore_the_masked_pixels():
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+    edited = source.copy()
+    edited[mask] = 255 - edited[mask]
+    assert metrics.psnr_outside(source, edited, mask) == metrics.PSNR_CAP_DB
+    assert metrics.ssim_outside(source, edited, mask) < 1.0  # the window sees across the edge
+    assert metrics.ssim_map(source, source).min() == pytest.approx(1.0)
+    edited[0, 0, 0] = source[0, 0, 0] ^ 1  # one value off by one
+    mse = 1.0 / (3 * (256 - 16))
+    assert metrics.psnr_outside(source, edited, mask) == pytest.approx(10 * np.log10(255**2 / mse))
+    assert np.isnan(metrics.psnr_outside(source, edited, np.ones((16, 16), bool)))
+
+
+def test_cell_coverage_iou_and_changed_outside():
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :2] = True
+    coverage = metrics.cell_coverage(mask, (2, 2))
+    np.testing.assert_allclose(coverage, [[0.5, 0.0], [0.0, 0.0]])
+    assert metrics.iou(coverage > 0, coverage >= 0.5) == 1.0
+    source = np.arange(4).reshape(2, 2)
+    tokens = source.copy()
+    tokens[1, 1] = 9
+    assert metrics.changed_outside(source, tokens, coverage) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="token grid"):
+        metrics.cell_coverage(mask, (3, 3))
+
+
+def test_summary_means_skip_nan_and_count_them():
+    rows = [
+        dict(category="style", success=1.0, psnr_outside=float("nan"), mse_outside=float("nan")),
+        dict(category="add", success=0.0, psnr_outside=40.0, mse_outside=1.0),
+        dict(category="add", success=1.0, psnr_outside=20.0, mse_outside=3.0),
+    ]
+    summary = edit_eval.summarize(rows)
+    assert summary["overall"]["success"] == pytest.approx(2 / 3)
+    assert summary["overall"]["psnr_outside"] == pytest.approx(30.0)
+    assert summary["overall"]["psnr_outside_count"] == 2
+    assert summary["overall"]["psnr_outside_pooled"] == pytest.approx(10 * np.log10(255**2 / 2.0))
+    assert summary["per_category"]["style"]["count"] == 1
+
+
+def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
+    out = tmp_path / "eval"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [
+        sys.executable, "-m", "launch.eval", "--checkpoint", str(smoke_bundle), "--out", str(out),
+        "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+    result = json.loads((out / "eval.json").read_text())
+    assert result["random_init"] is True
+    assert result["overall"]["count"] == 7
+    assert set(result["per_category"]) == {
+        "add", "remove", "replace", "color", "background change", "motion change", "style",
+    }  # fmt: skip
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 7
+    # Region-hold on keeps at least as many outside tokens as off (held tokens equal the source).
+    for r in records:
+        if not np.isnan(r["changed_outside_hold"]):
+            assert 0.0 <= r["changed_outside_hold"] <= 1.0
+    assert (out / "figure.png").stat().st_size > 0
