@@ -16,6 +16,7 @@ Peak memory: the device's `memory_stats()` when it has them (GPU/TPU), else the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -29,6 +30,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from editmgt_jax import sharding
 from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -55,6 +57,12 @@ def define_flags() -> None:
     flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16).")
     flags.DEFINE_float("reference_strength", DEFAULT_PIPELINE["reference_strength"], "s.")
     flags.DEFINE_integer("seed", 0, "Seed of the weights, inputs and sampler keys.")
+    flags.DEFINE_integer(
+        "devices",
+        1,
+        "Shard the [uncond; cond] batch over this many devices (on a CPU: host devices, each "
+        "with its own thread, so elementwise work uses every core).",
+    )
 
 
 def _peak_memory(compiled) -> dict:
@@ -85,6 +93,7 @@ def bench(
     dtype: str = "float32",
     reference_strength: float = 1.1,
     seed: int = 0,
+    devices: int = 1,
 ) -> dict:
     """Times the compiled sampler loop; returns the JSON record."""
     module = importlib.import_module(f"configs.{name}")
@@ -126,7 +135,11 @@ def bench(
 
     # AOT-compile the same jitted loop `decode` runs, to time compilation and read its memory.
     start = time.perf_counter()
-    lowered = decode_lib._decode_jit.lower(model_fn, config, True, params, inputs, keys)
+    with contextlib.ExitStack() as stack:
+        if devices > 1:
+            mesh = sharding.create_mesh((devices, 1, 1), devices=jax.devices()[:devices])
+            stack.enter_context(sharding.activation_sharding(mesh))
+        lowered = decode_lib._decode_jit.lower(model_fn, config, True, params, inputs, keys)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(params, inputs, keys).tokens)  # warm-up
@@ -155,6 +168,7 @@ def bench(
         median_s_per_edit=round(median / batch, 4),
         min_s_per_edit=round(min(times) / batch, 4),
         runs=runs,
+        devices=devices,
         loadavg_1m=round(os.getloadavg()[0], 2),
         jax=jax.__version__,
         python=platform.python_version(),
@@ -165,6 +179,14 @@ def bench(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
+        "XLA_FLAGS", ""
+    ):
+        # Before the first JAX call initializes the CPU backend.
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={FLAGS.devices}"
+        )
     record = bench(
         FLAGS.config,
         FLAGS.grid,
@@ -178,6 +200,7 @@ def main(argv: list[str]) -> None:
         dtype=FLAGS.dtype,
         reference_strength=FLAGS.reference_strength,
         seed=FLAGS.seed,
+        devices=FLAGS.devices,
     )
     print(json.dumps(record), flush=True)
 

@@ -11,7 +11,7 @@ Trained on this 2-core CPU in about two hours (resumable) and shipped in
     python -m launch.eval --checkpoint workdirs/default/bundle --out workdirs/default/eval
 
 Images are 64 px; the VQ tokenizer makes 16 x 16 tokens (512 codes) that the transformer pools
-2 x 2, so it attends over 64 image + 64 source + 32 text positions.
+2 x 2, so it attends over 64 image + 64 source + 24 text positions.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.image_size = 64
     config.vq = ml_collections.ConfigDict()  # the trained tokenizer's own config.json is used
     config.vq_checkpoint = "workdirs/vq_default/vq"
+    config.text_encoder.max_length = 24  # the synthetic instructions are at most ~14 tokens
 
     config.model = common.transformer(
         num_layers=2,
@@ -62,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.random_crop = False
     config.train.update(
         dict(
-            steps=4000,
+            steps=2500,
             batch_size=32,
             cond_dropout=0.1,
             ema_decay=0.999,
@@ -74,6 +75,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     config.optim = common.optim(
-        learning_rate=1e-3, warmup_steps=200, decay="cosine", end_lr_ratio=0.05
+        learning_rate=1e-3, warmup_steps=150, decay="cosine", end_lr_ratio=0.05
     )
     return config
