@@ -113,3 +113,23 @@ def test_lora_trains_adapters_only():
     merged = merge(base, state.params, 8.0)
     q = merged["transformer_blocks_0"]["attn"]["to_q"]["kernel"]
     assert float(jnp.abs(q - base["transformer_blocks_0"]["attn"]["to_q"]["kernel"]).max()) > 0
+
+
+def test_ema_warms_up_then_uses_the_configured_decay():
+    model, state = _state(make_optimizer(optim(), 10))
+    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id, ema_decay=0.999)))
+    unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
+    leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0], np.float64)
+    old = leaf(state.ema_params)
+    state, _ = step(state, _batch(), unc_s, unc_p, jax.random.key(1))
+    # First step: decay (1 + 0) / (10 + 0) = 0.1, not 0.999 (which would keep the init weights).
+    np.testing.assert_allclose(
+        leaf(state.ema_params), 0.1 * old + 0.9 * leaf(state.params), atol=1e-6
+    )
+    decay = min(0.999, (1 + 5000) / (10 + 5000))
+    state = state.replace(step=jnp.asarray(5000, state.step.dtype))
+    old = leaf(state.ema_params)
+    state, _ = step(state, _batch(1), unc_s, unc_p, jax.random.key(2))
+    np.testing.assert_allclose(
+        leaf(state.ema_params), decay * old + (1 - decay) * leaf(state.params), atol=1e-6
+    )

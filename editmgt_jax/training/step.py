@@ -99,7 +99,9 @@ def make_train_step(
         grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
         updates, new_opt = state.tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        decay = options.ema_decay
+        # EMA warm-up: early on the average must not be dominated by the initial weights.
+        count = state.step.astype(jnp.float32)
+        decay = jnp.minimum(options.ema_decay, (1.0 + count) / (10.0 + count))
         new_ema = jax.tree.map(
             lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params
         )

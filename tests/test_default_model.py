@@ -1,0 +1,94 @@
+"""The embedded default model: it ships, `launch.edit` uses it without --checkpoint, and it edits
+held-out synthetic examples (world seeds no config trains on) inside their regions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines.synthetic import make_example
+from editmgt_jax.assets import DEFAULT_MODEL
+from editmgt_jax.checkpoint.bundle import MANIFEST
+from editmgt_jax.evaluation import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Held-out world seed used only here (the eval default and the configs use others).
+TEST_SEED = 987_654
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    with open(os.path.join(DEFAULT_MODEL, MANIFEST)) as f:
+        return json.load(f)
+
+
+def test_the_bundle_is_small_trained_and_described(manifest):
+    size = sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(DEFAULT_MODEL)
+        for name in names
+    )
+    assert size < 40e6
+    meta = manifest["metadata"]
+    assert meta["random_init"] is False
+    assert meta["trained_steps"] >= 1000
+    assert meta["seed"] == meta["config"]["seed"]
+    evaluation = meta["evaluation"]
+    assert evaluation["overall"]["count"] >= 140
+    assert set(evaluation["per_category"]) == {
+        "add", "remove", "replace", "color", "background change", "motion change", "style",
+    }  # fmt: skip
+
+
+def test_launch_edit_uses_the_default_model(tmp_path):
+    example = make_example(TEST_SEED, 2, size=64, split="heldout")
+    Image.fromarray(example.source).save(tmp_path / "in.png")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.edit",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--instruction",
+            example.instruction,
+            "--out",
+            str(tmp_path / "out.png"),
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    edited = np.asarray(Image.open(tmp_path / "out.png"))
+    assert edited.shape == example.source.shape
+
+
+def test_default_model_keeps_the_outside_of_the_edit():
+    """14 held-out edits (2 per category): region-hold + paste-back keep the pixels outside the
+    ground-truth edit region (PSNR against the source), and the edits run in one batch.
+
+    Edit *success* is not asserted: the shipped model is undertrained (see its metadata and the
+    README's table); the evaluation in its metadata records it."""
+    from editmgt_jax.editor import Editor
+
+    editor = Editor.from_bundle(DEFAULT_MODEL)
+    examples = [make_example(TEST_SEED, i, size=64, split="heldout") for i in range(14)]
+    results = editor.edit(
+        [e.source for e in examples], [e.instruction for e in examples], batch_size=14
+    )
+    psnr = [
+        metrics.psnr_outside(e.source, r.image, e.mask > 0)
+        for e, r in zip(examples, results, strict=True)
+        if not (e.mask > 0).all()
+    ]
+    assert np.mean(psnr) >= 30.0, psnr
+    held = [r.hold_mask.mean() for r in results]
+    assert np.mean(held) > 0.1, held  # region-hold is on by default and holds tokens
