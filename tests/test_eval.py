@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [
         sys.executable, "-m", "launch.eval", "--checkpoint", str(smoke_bundle), "--out", str(out),
-        "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2",
+        "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2", "--record",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     result = json.loads((out / "eval.json").read_text())
@@ -106,3 +107,5 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
         if not np.isnan(r["changed_outside_hold"]):
             assert 0.0 <= r["changed_outside_hold"] <= 1.0
     assert (out / "figure.png").stat().st_size > 0
+    manifest = json.loads((Path(smoke_bundle) / "bundle.json").read_text())
+    assert manifest["metadata"]["evaluation"]["overall"] == result["overall"]

@@ -142,6 +142,19 @@ def read_manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
+def update_metadata(path: str, **fields: Any) -> dict[str, Any]:
+    """Sets `fields` in the metadata of the bundle at `path` (bundle.json rewritten atomically;
+    weights untouched); returns the new metadata. Values must be JSON-serializable."""
+    from editmgt_jax.atomic import atomic_path
+
+    manifest = read_manifest(path)
+    manifest.setdefault("metadata", {}).update(fields)
+    text = json.dumps(manifest, indent=2)  # fails before anything is written
+    with atomic_path(os.path.join(path, MANIFEST)) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    return manifest["metadata"]
+
+
 def _load_params(path: str, name: str, required: bool = True) -> dict[str, Any] | None:
     file = os.path.join(path, name)
     if not os.path.isfile(file):
