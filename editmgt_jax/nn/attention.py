@@ -37,6 +37,15 @@ def reference_bias(length: int, num_source: int, log_strength: Array) -> Array:
     return jnp.where(crosses, jnp.asarray(log_strength, jnp.float32), 0.0)
 
 
+def attention_logits(q: Array, k: Array, bias: Array | None, precision=None) -> Array:
+    """Scaled float32 logits [batch, heads, Lq, Lk] of q/k [batch, L, heads, head_dim], + bias."""
+    logits = jnp.einsum(
+        "bqhd,bkhd->bhqk", q, k, precision=precision, preferred_element_type=jnp.float32
+    )
+    logits = logits * q.shape[-1] ** -0.5
+    return logits if bias is None else logits + bias
+
+
 def attention_with_logits(
     q: Array, k: Array, v: Array, bias: Array | None, precision=None
 ) -> tuple[Array, Array]:
@@ -45,13 +54,7 @@ def attention_with_logits(
     q/k/v: [batch, length, heads, head_dim]; bias broadcastable to [batch, heads, length, length].
     Returns (out [batch, length, heads, head_dim] in v's dtype, logits [batch, heads, L, L]).
     """
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum(
-        "bqhd,bkhd->bhqk", q, k, precision=precision, preferred_element_type=jnp.float32
-    )
-    logits = logits * scale
-    if bias is not None:
-        logits = logits + bias
+    logits = attention_logits(q, k, bias, precision)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v, precision=precision)
     return out, logits
@@ -63,13 +66,7 @@ def attention(q: Array, k: Array, v: Array, bias: Array | None, precision=None) 
     Dividing the [batch, L, heads, head_dim] output by the row sums, instead of the [batch, heads,
     L, L] probabilities, saves one pass over the largest array: the forward is memory-bound on it.
     """
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum(
-        "bqhd,bkhd->bhqk", q, k, precision=precision, preferred_element_type=jnp.float32
-    )
-    logits = logits * scale
-    if bias is not None:
-        logits = logits + bias
+    logits = attention_logits(q, k, bias, precision)
     weights = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
     total = jnp.sum(weights, axis=-1)  # [batch, heads, q]
     out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v, precision=precision)
