@@ -76,6 +76,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every = 250
     config.max_to_keep = 2
     config.max_minutes = -1.0  # stop (and checkpoint) after this wall time; -1: no limit
+    config.init_from = ""  # a trained vq/ folder to start a new run from ("" = random init)
+    config.trainable = "all"  # "all" | "decoder" (encoder, quant conv and codebook frozen)
 
     if arg == "runlocal":
         config.model.block_out_channels = (8, 16)

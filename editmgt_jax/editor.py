@@ -186,6 +186,25 @@ class Editor:
         """Pixels per side that bucket sides must be multiples of (VQ stride x downsample)."""
         return self.vq_config.stride * self.config.token_stride
 
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """The VQ round trip (encode, then decode) of uint8 [N, H, W, 3] images whose sides are
+        multiples of the VQ stride: what a transformer that predicted every token of these images
+        exactly would output. uint8 [N, H, W, 3]."""
+        images = np.asarray(images)
+        stride = self.vq_config.stride
+        if (
+            images.ndim != 4
+            or images.shape[-1] != 3
+            or images.shape[1] % stride
+            or (images.shape[2] % stride)
+        ):
+            raise ValueError(
+                f"reconstruct needs uint8 [N, H, W, 3] with H and W multiples of {stride}, "
+                f"got shape {images.shape}"
+            )
+        ids = self._encode(self.vq_params, jnp.asarray(imio.to_float(images)))
+        return imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, ids)))
+
     def bucket(self, height: int, width: int, resolution: int | None = None) -> tuple[int, int]:
         """(h, w) in pixels the model sees for an image of height x width."""
         res = int(self.pipeline["resolution"] if resolution is None else resolution)

@@ -18,6 +18,9 @@ off), and writes to `--out`:
       changed_outside_hold / _no_hold
                           share of token cells wholly outside the mask whose token changed,
                           with region-hold on / off,
+      vq_ceiling          share of examples whose *target*, round-tripped through the bundle's
+                          VQ, counts as a success: the most any transformer could reach with
+                          this tokenizer (it predicts tokens, the VQ decodes them),
     and `records.jsonl` (one line per edit);
   - `figure.png`: source | target | edited | attention | held rows for the first edits of each
     category.
@@ -47,6 +50,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("size", None, "Image side in pixels (default: the bundle's resolution).")
     flags.DEFINE_integer("steps", None, "Decoding steps (default: the bundle's).")
     flags.DEFINE_float("hold_threshold", None, "Region-hold lambda (default: the bundle's).")
+    flags.DEFINE_float("guidance", None, "CFG scale (default: the bundle's).")
     flags.DEFINE_bool("paste_back", None, "Paste-back (default: the bundle's pipeline setting).")
     flags.DEFINE_integer("batch_size", 16, "Edits per sampler call.", lower_bound=1)
     flags.DEFINE_integer("edit_seed", 0, "PRNG seed of every edit.")
@@ -87,6 +91,7 @@ def evaluate(
     size: int | None = None,
     steps: int | None = None,
     hold_threshold: float | None = None,
+    guidance: float | None = None,
     paste_back: bool | None = None,
     batch_size: int = 16,
     edit_seed: int = 0,
@@ -103,7 +108,14 @@ def evaluate(
     size = int(size or editor.pipeline["resolution"])
     lam = float(editor.pipeline["hold_threshold"] if hold_threshold is None else hold_threshold)
     examples = make_examples(seed, num, size)
-    common = dict(seeds=edit_seed, steps=steps, paste_back=paste_back, batch_size=batch_size)
+    guidance = float(editor.pipeline["guidance"] if guidance is None else guidance)
+    common = dict(
+        seeds=edit_seed,
+        steps=steps,
+        guidance=guidance,
+        paste_back=paste_back,
+        batch_size=batch_size,
+    )
     held = run_edits(editor, examples, lam, **common)
     free = run_edits(editor, examples, 0.0, **common) if lam > 0 else held
     records = [
@@ -117,6 +129,10 @@ def evaluate(
         for record, distance in zip(records, distances, strict=True):
             record["lpips_outside"] = distance
 
+    ceiling = edit_eval.vq_ceiling(examples, editor.reconstruct, batch_size)
+    for record, value in zip(records, ceiling, strict=True):
+        record["vq_ceiling"] = value
+
     summary = edit_eval.summarize(records)
     result = dict(
         checkpoint=os.path.abspath(checkpoint),
@@ -127,7 +143,7 @@ def evaluate(
             steps=int(steps or editor.pipeline["steps"]),
             hold_threshold=lam,
             paste_back=bool(editor.pipeline["paste_back"] if paste_back is None else paste_back),
-            guidance=float(editor.pipeline["guidance"]),
+            guidance=guidance,
             capture_blocks=list(editor.pipeline["capture_blocks"]),
             edit_seed=edit_seed,
         ),
@@ -173,6 +189,7 @@ def main(argv):
         size=FLAGS.size,
         steps=FLAGS.steps,
         hold_threshold=FLAGS.hold_threshold,
+        guidance=FLAGS.guidance,
         paste_back=FLAGS.paste_back,
         batch_size=FLAGS.batch_size,
         edit_seed=FLAGS.edit_seed,

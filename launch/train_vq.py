@@ -15,6 +15,14 @@ Writes to `--workdir`: `metrics.jsonl` (train and eval lines), orbax checkpoints
 (the run resumes from the latest), `config.json` (the config used) and the trained tokenizer as a
 diffusers-layout folder `vq/` (readable by `editmgt_jax.models.vq.load_vq`). Prints a final JSON
 line with the held-out PSNR, LPIPS, perplexity and share of codes used.
+
+Fine-tuning: `--config.init_from=FOLDER` starts a new workdir from a trained `vq/` folder, and
+`--config.trainable=decoder` updates only the post-quant conv and the decoder, so every token id
+stays the same and a transformer trained on them stays valid (e.g. a sharper decoder for the
+embedded default model):
+
+    python -m launch.train_vq --config configs/vq_default.py --workdir workdirs/vq_default_decoder \
+        --config.init_from=workdirs/vq_default/vq --config.trainable=decoder
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from tqdm import tqdm
 from editmgt_jax.atomic import atomic_path
 from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.common_types import to_dtype
-from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel
+from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel, load_vq
 from editmgt_jax.training import vq_losses
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
@@ -178,6 +186,61 @@ def make_optimizer(config: ml_collections.ConfigDict, learning_rate: float):
     )
 
 
+# Which top-level VQ parameter groups a run updates. "decoder" keeps the encoder, quant conv and
+# codebook bit-identical, so token ids (and a transformer trained on them) stay valid.
+TRAINABLE_PARTS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "decoder": ("post_quant_conv", "decoder"),
+}
+
+
+def trainable_parts(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+    """The parameter groups `config.trainable` names (None: all); a clear error otherwise."""
+    if config.trainable not in TRAINABLE_PARTS:
+        raise ValueError(
+            f"trainable={config.trainable!r}; expected one of {sorted(TRAINABLE_PARTS)}"
+        )
+    return TRAINABLE_PARTS[config.trainable]
+
+
+def make_vq_optimizer(config: ml_collections.ConfigDict):
+    """The VQ model's optimizer; groups outside `config.trainable` get zero updates (no decay)."""
+    base = make_optimizer(config, config.learning_rate)
+    parts = trainable_parts(config)
+    if parts is None:
+        return base
+
+    def labels(params):
+        return {
+            name: jax.tree_util.tree_map(
+                lambda _, n=name: "train" if n in parts else "frozen", tree
+            )
+            for name, tree in params.items()
+        }
+
+    return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
+
+
+def init_params_from(folder: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Params of the VQ folder `folder`, checked against the shapes of the config's `params`."""
+    _, loaded = load_vq(folder)
+    expected = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    found = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+    problems = [
+        f"{jax.tree_util.keystr(k)}: expected {tuple(v.shape)}, found "
+        + (str(tuple(found[k].shape)) if k in found else "missing")
+        for k, v in expected.items()
+        if k not in found or tuple(found[k].shape) != tuple(v.shape)
+    ]
+    problems += [f"{jax.tree_util.keystr(k)}: unexpected" for k in found if k not in expected]
+    if problems:
+        raise ValueError(
+            f"init_from={folder!r} does not match config.model ({len(problems)} problems): "
+            + "; ".join(problems[:8])
+        )
+    return jax.tree_util.tree_map(lambda ref, new: jnp.asarray(new, ref.dtype), params, loaded)
+
+
 def create_state(config, model, discriminator, key) -> dict[str, Any]:
     """The train state pytree: step, params, opt_state, usage (+ discriminator and its optimizer)."""
     size = config.data.image_size
@@ -187,7 +250,7 @@ def create_state(config, model, discriminator, key) -> dict[str, Any]:
     state = {
         "step": jnp.zeros((), jnp.int32),
         "params": params,
-        "opt_state": make_optimizer(config, config.learning_rate).init(params),
+        "opt_state": make_vq_optimizer(config).init(params),
         # Start every code "alive" at the mean count, so nothing restarts before it had a chance.
         "usage": jnp.full(
             (model.config.num_vq_embeddings,),
@@ -236,7 +299,7 @@ def train_step(config, model, discriminator, lpips, state, images, key):
         return total, (terms, recon, aux)
 
     grads, (terms, recon, aux) = jax.grad(loss_fn, has_aux=True)(state["params"])
-    optimizer = make_optimizer(config, config.learning_rate)
+    optimizer = make_vq_optimizer(config)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
 
@@ -245,7 +308,9 @@ def train_step(config, model, discriminator, lpips, state, images, key):
     usage = vq_losses.update_usage(state["usage"], counts, config.restart.decay)
     # (step + 1): restarts land on logged steps when log_every divides restart.every.
     restart_now = (step + 1) % config.restart.every == 0
-    if config.restart.until_step >= 0:
+    if trainable_parts(config) is not None:  # the codebook is frozen
+        restart_now = jnp.zeros((), bool)
+    elif config.restart.until_step >= 0:
         restart_now = restart_now & (step <= config.restart.until_step)
     codebook, restarted_usage, restarted = vq_losses.restart_dead_codes(
         key,
@@ -371,6 +436,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         f.write(config.to_json_best_effort(indent=2))
     metrics_path = os.path.join(workdir, "metrics.jsonl")
 
+    trainable_parts(config)  # fail on a bad value before any work
     model = make_model(config)
     discriminator = make_discriminator(config)
     size = config.data.image_size
@@ -400,6 +466,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         logging.info("Resumed from step %d", latest)
     else:
         state = jax.jit(init)(init_key)
+        if config.init_from:
+            state["params"] = init_params_from(config.init_from, state["params"])
+            logging.info("Initialised from %s (trainable: %s)", config.init_from, config.trainable)
 
     step_fn = jax.jit(
         functools.partial(train_step, config, model, discriminator, lpips_train), donate_argnums=0

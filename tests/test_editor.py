@@ -138,6 +138,8 @@ def test_bad_inputs_are_named(editor, pictures, tmp_path):
         editor.prepare(pictures[0], "make it blue", mask=str(tmp_path / "missing_mask.png"))
     with pytest.raises(imio.ImageInputError, match="over the limit of 100"):
         imio.load_image(pictures[0], max_pixels=100)
+    with pytest.raises(ValueError, match=r"reconstruct needs .* got shape \(1, 30, 32, 3\)"):
+        editor.reconstruct(np.zeros((1, 30, 32, 3), np.uint8))
 
 
 def test_buckets_keep_the_aspect_ratio_on_token_multiples(editor):

@@ -86,22 +86,39 @@ def test_summary_means_skip_nan_and_count_them():
     assert summary["per_category"]["style"]["count"] == 1
 
 
+def test_vq_ceiling_counts_round_trips_that_would_succeed():
+    from data_pipelines.synthetic import make_example
+
+    examples = [make_example(7, i, size=32, split="heldout") for i in range(5)]
+    exact = edit_eval.vq_ceiling(examples, lambda targets: targets, batch_size=2)
+    assert exact == [1.0] * 5  # a lossless tokenizer: the target itself
+    by_source = {e.target.tobytes(): e.source for e in examples}
+    unchanged = edit_eval.vq_ceiling(
+        examples, lambda targets: np.stack([by_source[t.tobytes()] for t in targets])
+    )
+    assert unchanged == [0.0] * 5  # a tokenizer that loses the edit entirely
+
+
 def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     out = tmp_path / "eval"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [
         sys.executable, "-m", "launch.eval", "--checkpoint", str(smoke_bundle), "--out", str(out),
         "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2", "--record",
+        "--guidance", "2.5",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     result = json.loads((out / "eval.json").read_text())
     assert result["random_init"] is True
+    assert result["settings"]["guidance"] == 2.5
     assert result["overall"]["count"] == 7
     assert set(result["per_category"]) == {
         "add", "remove", "replace", "color", "background change", "motion change", "style",
     }  # fmt: skip
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 7
+    assert all(r["vq_ceiling"] in (0.0, 1.0) for r in records)
+    assert 0.0 <= result["overall"]["vq_ceiling"] <= 1.0
     # Region-hold on keeps at least as many outside tokens as off (held tokens equal the source).
     for r in records:
         if not np.isnan(r["changed_outside_hold"]):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.vq_small import get_config
+from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.models.vq import load_vq
 from launch import train_vq
 
@@ -45,3 +49,60 @@ def test_train_resume_export(tmp_path):
     assert {"psnr", "perplexity", "usage"} <= set(records[-1])
     model, params = load_vq(os.path.join(workdir, "vq"))
     assert model.config.num_vq_embeddings == config.model.num_vq_embeddings
+
+
+def _tiny_state(trainable: str):
+    config = get_config("runlocal")
+    config.trainable = trainable
+    model = train_vq.make_model(config)
+    state = train_vq.create_state(config, model, None, jax.random.key(0))
+    return config, model, state
+
+
+def _group_changed(before, after) -> dict[str, bool]:
+    return {
+        name: any(
+            not np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree.leaves(before[name]), jax.tree.leaves(after[name]), strict=True
+            )
+        )
+        for name in before
+    }
+
+
+@pytest.mark.parametrize("trainable", ["decoder", "all"])
+def test_trainable_decoder_keeps_the_tokenizer_bit_identical(trainable):
+    config, model, state = _tiny_state(trainable)
+    before = jax.device_get(state["params"])
+    step = jax.jit(functools.partial(train_vq.train_step, config, model, None, None))
+    images = jnp.asarray(np.random.default_rng(0).random((4, 16, 16, 3)), jnp.float32)
+    for i in range(2):
+        state, metrics = step(state, images, jax.random.key(i))
+    assert np.isfinite(float(metrics["loss"]))
+    changed = _group_changed(before, jax.device_get(state["params"]))
+    assert changed["decoder"] and changed["post_quant_conv"]
+    frozen = trainable == "decoder"
+    assert changed["encoder"] is not frozen and changed["quant_conv"] is not frozen
+
+
+def test_unknown_trainable_is_a_clear_error():
+    config = get_config("runlocal")
+    config.trainable = "encoder_only"
+    with pytest.raises(ValueError, match="trainable='encoder_only'.*expected one of"):
+        train_vq.make_vq_optimizer(config)
+
+
+def test_init_from_loads_a_matching_folder_and_rejects_another(tmp_path):
+    config, model, state = _tiny_state("all")
+    save_vq(str(tmp_path / "vq"), model, jax.device_get(state["params"]))
+    _, _, fresh = _tiny_state("all")
+    fresh = jax.tree.map(jnp.zeros_like, fresh["params"])
+    loaded = train_vq.init_params_from(str(tmp_path / "vq"), fresh)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state["params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    wider = get_config("runlocal")
+    wider.model.block_out_channels = (8, 32)
+    other = train_vq.create_state(wider, train_vq.make_model(wider), None, jax.random.key(0))
+    with pytest.raises(ValueError, match="does not match config.model"):
+        train_vq.init_params_from(str(tmp_path / "vq"), other["params"])

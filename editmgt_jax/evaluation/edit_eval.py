@@ -29,6 +29,7 @@ MEAN_KEYS = (
     "changed_outside_hold",
     "changed_outside_no_hold",
     "held_fraction",
+    "vq_ceiling",
 )
 
 
@@ -56,6 +57,24 @@ def score_edit(example: Any, held: Any, free: Any | None, hold_threshold: float)
             free.source_tokens, free.tokens, coverage
         )
     return record
+
+
+def vq_ceiling(examples: Sequence[Any], reconstruct: Any, batch_size: int = 64) -> list[float]:
+    """Per example, 1.0 if the tokenizer's round trip of the *target* counts as a successful edit.
+
+    That is the success of a transformer that predicted every target token exactly, so the share
+    over a split bounds the success any transformer can reach with this VQ. `reconstruct` maps
+    uint8 [N, H, W, 3] to its VQ round trip (`Editor.reconstruct`).
+    """
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        rebuilt = reconstruct(np.stack([e.target for e in chunk]))
+        for example, image in zip(chunk, rebuilt, strict=True):
+            mask = np.asarray(example.mask) > 0
+            progress = metrics.edit_progress(example.source, example.target, image, mask)
+            out.append(float(progress >= 0.5))
+    return out
 
 
 def _mean(values: Sequence[float]) -> tuple[float | None, int]:
