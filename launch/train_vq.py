@@ -45,6 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from editmgt_jax.atomic import atomic_path
+from editmgt_jax.checkpoint.convert.table import ConversionError, flatten
 from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.common_types import to_dtype
 from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel, load_vq
@@ -222,21 +223,23 @@ def make_vq_optimizer(config: ml_collections.ConfigDict):
 
 
 def init_params_from(folder: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Params of the VQ folder `folder`, checked against the shapes of the config's `params`."""
+    """Params of the VQ folder `folder`, checked against the shapes of the config's `params`.
+
+    Raises:
+      ConversionError: listing every missing, unexpected and mis-shaped parameter.
+    """
     _, loaded = load_vq(folder)
-    expected = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-    found = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
-    problems = [
-        f"{jax.tree_util.keystr(k)}: expected {tuple(v.shape)}, found "
-        + (str(tuple(found[k].shape)) if k in found else "missing")
-        for k, v in expected.items()
-        if k not in found or tuple(found[k].shape) != tuple(v.shape)
+    expected, found = flatten(params), flatten(loaded)
+    missing = [path for path in expected if path not in found]
+    unexpected = sorted(path for path in found if path not in expected)
+    misshaped = [
+        (path, tuple(found[path].shape), tuple(leaf.shape))
+        for path, leaf in expected.items()
+        if path in found and tuple(found[path].shape) != tuple(leaf.shape)
     ]
-    problems += [f"{jax.tree_util.keystr(k)}: unexpected" for k in found if k not in expected]
-    if problems:
-        raise ValueError(
-            f"init_from={folder!r} does not match config.model ({len(problems)} problems): "
-            + "; ".join(problems[:8])
+    if missing or unexpected or misshaped:
+        raise ConversionError(
+            f"init_from={folder!r} does not match config.model", missing, unexpected, misshaped
         )
     return jax.tree_util.tree_map(lambda ref, new: jnp.asarray(new, ref.dtype), params, loaded)
 

@@ -72,8 +72,7 @@ def vq_ceiling(examples: Sequence[Any], reconstruct: Any, batch_size: int = 64) 
         rebuilt = reconstruct(np.stack([e.target for e in chunk]))
         for example, image in zip(chunk, rebuilt, strict=True):
             mask = np.asarray(example.mask) > 0
-            progress = metrics.edit_progress(example.source, example.target, image, mask)
-            out.append(float(progress >= 0.5))
+            out.append(float(metrics.edit_success(example.source, example.target, image, mask)))
     return out
 
 
