@@ -4,6 +4,7 @@
         --hold_threshold 0.3 --runs 5
     python -m benchmarks.sampler --config small_40m --grid 32 --steps 16 --guidance 6
     python -m benchmarks.sampler --config editmgt_1b --grid 64 --steps 16 --dtype bfloat16  # GPU/TPU
+    python -m benchmarks.sampler --attention_chunk 32   # query rows per block of logits
 
 Like the official timing, the text states are precomputed (random arrays of the right shape:
 256 tokens for CLIP_Gemma2 models, 32 for MiniLM ones) and VQ encode/decode are not timed. Random
@@ -58,6 +59,9 @@ def define_flags() -> None:
     flags.DEFINE_float("reference_strength", DEFAULT_PIPELINE["reference_strength"], "s.")
     flags.DEFINE_integer("seed", 0, "Seed of the weights, inputs and sampler keys.")
     flags.DEFINE_integer(
+        "attention_chunk", -1, "Query rows per block of attention logits; -1: the config's."
+    )
+    flags.DEFINE_integer(
         "devices",
         1,
         "Shard the [uncond; cond] batch over this many devices (on a CPU: host devices, each "
@@ -94,10 +98,13 @@ def bench(
     reference_strength: float = 1.1,
     seed: int = 0,
     devices: int = 1,
+    attention_chunk: int = -1,
 ) -> dict:
     """Times the compiled sampler loop; returns the JSON record."""
     module = importlib.import_module(f"configs.{name}")
     cfg = TransformerConfig.from_dict(module.get_config().model).replace(dtype=dtype)
+    if attention_chunk >= 0:
+        cfg = cfg.replace(attention_chunk=attention_chunk)
     if grid % cfg.token_stride:
         raise ValueError(
             f"grid {grid} is not divisible by the downsample factor {cfg.token_stride}"
@@ -169,6 +176,7 @@ def bench(
         min_s_per_edit=round(min(times) / batch, 4),
         runs=runs,
         devices=devices,
+        attention_chunk=cfg.attention_chunk,
         loadavg_1m=round(os.getloadavg()[0], 2),
         jax=jax.__version__,
         python=platform.python_version(),
@@ -198,6 +206,7 @@ def main(argv: list[str]) -> None:
         capture_block=FLAGS.capture_block,
         text_len=FLAGS.text_len,
         dtype=FLAGS.dtype,
+        attention_chunk=FLAGS.attention_chunk,
         reference_strength=FLAGS.reference_strength,
         seed=FLAGS.seed,
         devices=FLAGS.devices,

@@ -4,7 +4,8 @@ r"""Evaluates an edit model on held-out synthetic edits with ground-truth masks.
     python -m launch.eval --checkpoint BUNDLE --out DIR --num 280 --seed 5
 
 Makes `--num` examples of the synthetic world's held-out split (held-out phrasings; world seed
-`--seed`, which training never uses), edits each twice (region-hold at the bundle's lambda, and
+`--seed`, which training never uses; `--split train --seed TRAINING_SEED` scores the training
+examples themselves instead), edits each twice (region-hold at the bundle's lambda, and
 off), and writes to `--out`:
   - `eval.json`: settings, `overall` and `per_category` means of
       success             share of edits whose masked pixels moved at least halfway from the source
@@ -47,6 +48,13 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Output folder.")
     flags.DEFINE_integer("num", 210, "Held-out examples (categories cycle).", lower_bound=1)
     flags.DEFINE_integer("seed", EVAL_SEED, "World seed of the held-out examples.")
+    flags.DEFINE_enum(
+        "split",
+        "heldout",
+        ["heldout", "train"],
+        "Phrasings and scenes: heldout, or train (with the training seed: the training examples "
+        "themselves, to measure the train / held-out gap).",
+    )
     flags.DEFINE_integer("size", None, "Image side in pixels (default: the bundle's resolution).")
     flags.DEFINE_integer("steps", None, "Decoding steps (default: the bundle's).")
     flags.DEFINE_float("hold_threshold", None, "Region-hold lambda (default: the bundle's).")
@@ -62,11 +70,11 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["out"])
 
 
-def make_examples(seed: int, num: int, size: int) -> list:
+def make_examples(seed: int, num: int, size: int, split: str = "heldout") -> list:
     from data_pipelines.synthetic import make_example
 
     return [
-        make_example(seed, i, size=size, split="heldout")
+        make_example(seed, i, size=size, split=split)
         for i in tqdm(range(num), desc="examples", leave=False, file=sys.stderr)
     ]
 
@@ -97,6 +105,7 @@ def evaluate(
     edit_seed: int = 0,
     figure_per_category: int = 2,
     use_lpips: bool = True,
+    split: str = "heldout",
 ) -> dict:
     """Runs the evaluation and writes eval.json, records.jsonl and figure.png; returns eval.json."""
     from editmgt_jax.editing import images as imio
@@ -107,7 +116,7 @@ def evaluate(
     editor = Editor.from_bundle(checkpoint)
     size = int(size or editor.pipeline["resolution"])
     lam = float(editor.pipeline["hold_threshold"] if hold_threshold is None else hold_threshold)
-    examples = make_examples(seed, num, size)
+    examples = make_examples(seed, num, size, split)
     guidance = float(editor.pipeline["guidance"] if guidance is None else guidance)
     common = dict(
         seeds=edit_seed,
@@ -138,7 +147,7 @@ def evaluate(
         checkpoint=os.path.abspath(checkpoint),
         trained_steps=editor.metadata.get("trained_steps"),
         random_init=editor.random_init,
-        examples=dict(split="heldout", seed=seed, num=num, size=size),
+        examples=dict(split=split, seed=seed, num=num, size=size),
         settings=dict(
             steps=int(steps or editor.pipeline["steps"]),
             hold_threshold=lam,
@@ -195,6 +204,7 @@ def main(argv):
         edit_seed=FLAGS.edit_seed,
         figure_per_category=FLAGS.figure_per_category,
         use_lpips=FLAGS.lpips,
+        split=FLAGS.split,
     )
     if FLAGS.record:
         from editmgt_jax.checkpoint.bundle import update_metadata

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -335,7 +336,9 @@ def init_from(path: str, cfg: TransformerConfig, state, shardings):
     params = jax.device_put(params, shardings.params)
     return state.replace(
         params=params,
-        ema_params=jax.tree.map(lambda x: x, params),
+        # A copy, not the same buffers: the train step donates the state, and a buffer may be
+        # donated only once.
+        ema_params=jax.tree.map(jnp.copy, params),
         opt_state=state.tx.init(params),
     )
 

@@ -126,3 +126,20 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     assert (out / "figure.png").stat().st_size > 0
     manifest = json.loads((Path(smoke_bundle) / "bundle.json").read_text())
     assert manifest["metadata"]["evaluation"]["overall"] == result["overall"]
+
+
+def test_eval_split_train_remakes_the_training_examples():
+    from data_pipelines.synthetic import make_example
+    from launch.eval import make_examples
+
+    train = make_examples(11, 3, 32, split="train")
+    heldout = make_examples(11, 3, 32)
+    for i, example in enumerate(train):
+        written = make_example(11, i, size=32, split="train")  # what make_synthetic writes
+        assert example.instruction == written.instruction
+        np.testing.assert_array_equal(example.source, written.source)
+        np.testing.assert_array_equal(example.target, written.target)
+    assert any(
+        t.instruction != h.instruction or not np.array_equal(t.source, h.source)
+        for t, h in zip(train, heldout, strict=True)
+    )

@@ -121,3 +121,29 @@ def test_sigterm_saves_and_resume_continues(tmp_path):
         tmp_path, "--config.train.steps=" + str(saved[0] + 2), "--config.train.log_every=1"
     )
     assert f"Resumed from step {saved[0]}" in proc.stderr
+
+
+def test_init_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle):
+    import jax
+
+    from editmgt_jax.checkpoint.bundle import load_bundle
+    from editmgt_jax.models.transformer import Transformer, example_inputs
+    from editmgt_jax.models.transformer_config import TransformerConfig
+    from editmgt_jax.sharding import create_mesh
+    from editmgt_jax.training.optimizer import make_optimizer
+    from editmgt_jax.training.train_state import create_sharded_train_state
+    from launch.train import init_from
+
+    config = smoke.get_config()
+    cfg = TransformerConfig.from_dict(config.model)
+    mesh = create_mesh((1, 1, 1), devices=jax.devices()[:1])
+    sample = example_inputs(cfg, batch=1, grid=(4, 4), text_len=4)
+    state, shardings = create_sharded_train_state(
+        Transformer(cfg), make_optimizer(config.optim, 4), jax.random.key(99), sample, mesh
+    )
+    state = init_from(smoke_bundle, cfg, state, shardings)
+    expected = load_bundle(smoke_bundle).transformer_params
+    for tree in (state.params, state.ema_params):
+        jax.tree.map(np.testing.assert_array_equal, tree, expected)
+    # The train step donates the state: a buffer shared by params and EMA would be donated twice.
+    jax.block_until_ready(jax.jit(lambda s: s, donate_argnums=0)(state))

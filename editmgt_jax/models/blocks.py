@@ -86,6 +86,7 @@ class _BlockBase(nn.Module):
             has_context=has_context,
             eps=NORM_EPS,
             impl=cfg.attention_impl,
+            chunk=cfg.attention_chunk,
             name=name,
             **self.kw,
         )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from editmgt_jax.common_types import PRECISIONS, to_dtype
+from editmgt_jax.nn.attention import DEFAULT_QUERY_CHUNK
 
 CONNECTOR_TYPES = ("none", "linear")
 TIMESTEP_CONVENTIONS = ("official", "mask_ratio")
@@ -60,6 +61,7 @@ class TransformerConfig:
     scan_layers: bool = False
     remat_policy: str = "none"
     attention_impl: str = "xla"  # xla | cudnn (GPU flash attention) | auto
+    attention_chunk: int = DEFAULT_QUERY_CHUNK  # query rows per block of logits (xla); 0: one
 
     def __post_init__(self):
         object.__setattr__(self, "axes_dims_rope", tuple(int(a) for a in self.axes_dims_rope))
@@ -80,6 +82,8 @@ class TransformerConfig:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; expected one of {allowed}")
         to_dtype(self.dtype), to_dtype(self.param_dtype)
+        if self.attention_chunk < 0:
+            raise ValueError(f"attention_chunk must be >= 0 (0: unchunked), got {self.attention_chunk}")
         if self.upsample != self.downsample:
             raise ValueError("downsample and upsample must be both on or both off")
         if self.vocab_size <= self.codebook_size:

@@ -26,7 +26,7 @@ from editmgt_jax.nn.rope import apply_rope
 
 Rope = tuple[Array, Array]  # (cos, sin), each [length, head_dim]
 ATTENTION_IMPLS = {"xla": "xla", "cudnn": "cudnn", "auto": None}
-DEFAULT_QUERY_CHUNK = 256
+DEFAULT_QUERY_CHUNK = 256  # rows; TransformerConfig.attention_chunk, see BENCHMARKS.md
 
 
 def reference_bias(length: int, num_source: int, log_strength: Array) -> Array:
