@@ -83,7 +83,9 @@ class TransformerConfig:
                 raise ValueError(f"{name}={value!r} is not supported; expected one of {allowed}")
         to_dtype(self.dtype), to_dtype(self.param_dtype)
         if self.attention_chunk < 0:
-            raise ValueError(f"attention_chunk must be >= 0 (0: unchunked), got {self.attention_chunk}")
+            raise ValueError(
+                f"attention_chunk must be >= 0 (0: unchunked), got {self.attention_chunk}"
+            )
         if self.upsample != self.downsample:
             raise ValueError("downsample and upsample must be both on or both off")
         if self.vocab_size <= self.codebook_size:
