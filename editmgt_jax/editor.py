@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from editmgt_jax.checkpoint.bundle import Bundle, load_bundle
+from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE, Bundle, load_bundle
 from editmgt_jax.editing import images as imio
 from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.models.vq import VQConfig, VQModel
@@ -140,7 +140,7 @@ class Editor:
     ):
         self.bundle = bundle
         self.config: TransformerConfig = bundle.transformer_config
-        self.pipeline = dict(bundle.pipeline)
+        self.pipeline = {**DEFAULT_PIPELINE, **bundle.pipeline}  # fields a bundle predates
         self.metadata = dict(bundle.metadata)
         self.max_pixels = int(max_pixels)
         self.vq_config = VQConfig.from_diffusers(bundle.vq_config)
@@ -349,6 +349,7 @@ class Editor:
         steps: int | None = None,
         reference_strength: float | None = None,
         paste_back: bool | None = None,
+        paste_back_tolerance: float | None = None,
         batch_size: int = 4,
         resolution: int | None = None,
         progress: Callable[[int], None] | None = None,
@@ -363,6 +364,12 @@ class Editor:
                 change anything: outside the user mask (exactly, at the original size), on held
                 tokens and on tokens equal to the source's (default: the bundle's pipeline
                 `paste_back`, else False). Decoding a kept token only approximates its pixels.
+            paste_back_tolerance: with paste-back, also copy the original pixels back wherever
+                the decoded edit is within this many uint8 levels (every channel) of the decoded
+                source tokens: there the edit did not change what the VQ shows, even where a token
+                id changed (the VQ encoder sees past a token's own cell, so an edit nearby can
+                change the ids of cells it did not touch). 0 (the default unless the bundle's
+                pipeline sets it): only held / unchanged tokens. Costs one more VQ decode.
             batch_size: edits per sampler call (per bucket shape).
             resolution: longer side in pixels of the buckets (default: the bundle's).
             progress: called with the number of edits finished after each chunk.
@@ -370,6 +377,13 @@ class Editor:
         steps = int(self.pipeline["steps"] if steps is None else steps)
         if paste_back is None:
             paste_back = bool(self.pipeline["paste_back"])
+        tolerance = float(
+            self.pipeline["paste_back_tolerance"]
+            if paste_back_tolerance is None
+            else paste_back_tolerance
+        )
+        if not 0.0 <= tolerance <= 255.0:
+            raise ValueError(f"paste_back_tolerance must be in [0, 255], got {tolerance}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         strength = float(
@@ -391,7 +405,12 @@ class Editor:
                 # Pad a short last chunk with copies: same batch shape, no new compile.
                 padded = part + [part[0]] * (chunk - len(part))
                 outs = self._run_chunk(
-                    [requests[i] for i in padded], bucket, steps, strength, paste_back
+                    [requests[i] for i in padded],
+                    bucket,
+                    steps,
+                    strength,
+                    paste_back,
+                    tolerance,
                 )
                 for i, out in zip(part, outs, strict=False):
                     results[i] = out
@@ -406,6 +425,7 @@ class Editor:
         steps: int,
         strength: float,
         paste_back: bool,
+        tolerance: float = 0.0,
     ) -> list[EditResult]:
         cfg = self.config
         stride = self.vq_config.stride
@@ -464,6 +484,11 @@ class Editor:
         )
         edited = np.asarray(self._decode_ids(self.vq_params, state.tokens))
         tokens, hold, scores = jax.device_get((state.tokens, state.hold_mask, state.scores))
+        looks_unchanged = None  # bool [B, bucket h, bucket w]
+        if paste_back and tolerance > 0:
+            recon = np.asarray(self._decode_ids(self.vq_params, jnp.asarray(source_tokens)))
+            difference = np.abs(imio.to_uint8(edited).astype(np.int16) - imio.to_uint8(recon))
+            looks_unchanged = difference.max(axis=-1) <= tolerance
 
         results = []
         for b, request in enumerate(requests):
@@ -472,6 +497,8 @@ class Editor:
             if paste_back:
                 unchanged = hold[b] | (np.asarray(tokens[b]) == source_tokens[b])
                 keep = imio.upsample_nearest(unchanged, original.shape[:2])
+                if looks_unchanged is not None:
+                    keep = keep | imio.upsample_nearest(looks_unchanged[b], original.shape[:2])
                 if request.mask is not None:
                     keep = keep | ~request.mask
                 image = imio.paste_back(image, original, keep)

@@ -75,6 +75,13 @@ def define_flags() -> None:
         "Copy the original pixels back outside the mask and on held or unchanged tokens "
         "(default: the checkpoint's pipeline setting; on for the default model).",
     )
+    flags.DEFINE_float(
+        "paste_back_tolerance",
+        None,
+        "With --paste_back, also keep the original pixels where the decoded edit is within this "
+        "many uint8 levels of the decoded source tokens (0: only held / unchanged tokens; "
+        "default: the checkpoint's pipeline setting).",
+    )
     flags.DEFINE_integer("seed", 0, "PRNG seed of every edit (a job's 'seed' overrides it).")
     flags.DEFINE_integer("batch_size", 4, "Edits per sampler call.")
     flags.DEFINE_integer("resolution", None, "Longer side in pixels the model sees.")
@@ -109,6 +116,7 @@ class Options:
     hold_threshold: float | None = None
     query: str | None = None
     paste_back: bool | None = None
+    paste_back_tolerance: float | None = None
     seed: int = 0
     batch_size: int = 4
     resolution: int | None = None
@@ -297,6 +305,7 @@ def run_jobs(editor, jobs: list[Job], options: Options) -> dict[str, Any]:
             steps=options.steps,
             reference_strength=options.reference_strength,
             paste_back=options.paste_back,
+            paste_back_tolerance=options.paste_back_tolerance,
             batch_size=options.batch_size,
             resolution=options.resolution,
             progress=bar.update,
@@ -335,6 +344,7 @@ def _options_from_flags() -> Options:
         hold_threshold=FLAGS.hold_threshold,
         query=FLAGS.query,
         paste_back=FLAGS.paste_back,
+        paste_back_tolerance=FLAGS.paste_back_tolerance,
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,
         resolution=FLAGS.resolution,

@@ -60,6 +60,9 @@ def define_flags() -> None:
     flags.DEFINE_float("hold_threshold", None, "Region-hold lambda (default: the bundle's).")
     flags.DEFINE_float("guidance", None, "CFG scale (default: the bundle's).")
     flags.DEFINE_bool("paste_back", None, "Paste-back (default: the bundle's pipeline setting).")
+    flags.DEFINE_float(
+        "paste_back_tolerance", None, "Paste-back pixel tolerance (default: the bundle's)."
+    )
     flags.DEFINE_integer("batch_size", 16, "Edits per sampler call.", lower_bound=1)
     flags.DEFINE_integer("edit_seed", 0, "PRNG seed of every edit.")
     flags.DEFINE_integer("figure_per_category", 2, "Figure rows per category.", lower_bound=0)
@@ -101,6 +104,7 @@ def evaluate(
     hold_threshold: float | None = None,
     guidance: float | None = None,
     paste_back: bool | None = None,
+    paste_back_tolerance: float | None = None,
     batch_size: int = 16,
     edit_seed: int = 0,
     figure_per_category: int = 2,
@@ -123,6 +127,7 @@ def evaluate(
         steps=steps,
         guidance=guidance,
         paste_back=paste_back,
+        paste_back_tolerance=paste_back_tolerance,
         batch_size=batch_size,
     )
     held = run_edits(editor, examples, lam, **common)
@@ -152,6 +157,11 @@ def evaluate(
             steps=int(steps or editor.pipeline["steps"]),
             hold_threshold=lam,
             paste_back=bool(editor.pipeline["paste_back"] if paste_back is None else paste_back),
+            paste_back_tolerance=float(
+                editor.pipeline["paste_back_tolerance"]
+                if paste_back_tolerance is None
+                else paste_back_tolerance
+            ),
             guidance=guidance,
             capture_blocks=list(editor.pipeline["capture_blocks"]),
             edit_seed=edit_seed,
@@ -200,6 +210,7 @@ def main(argv):
         hold_threshold=FLAGS.hold_threshold,
         guidance=FLAGS.guidance,
         paste_back=FLAGS.paste_back,
+        paste_back_tolerance=FLAGS.paste_back_tolerance,
         batch_size=FLAGS.batch_size,
         edit_seed=FLAGS.edit_seed,
         figure_per_category=FLAGS.figure_per_category,

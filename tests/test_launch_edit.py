@@ -103,6 +103,16 @@ def test_jobs_with_bad_ones_report_them_and_write_the_rest(editor, inputs, tmp_p
         np.testing.assert_array_equal(data["tokens"][0][frozen], data["source_tokens"][0][frozen])
 
 
+def test_paste_back_tolerance_reaches_the_editor(editor, inputs, tmp_path):
+    jobs = edit.image_jobs(str(inputs / "a.png"), "make it blue", str(tmp_path))
+    options = edit.Options(paste_back=True, paste_back_tolerance=255, **OPTIONS)
+    assert edit.run_jobs(editor, jobs, options)["edited"] == 1
+    # Every decoded pixel is within 255 levels of the source's decoding: all pixels come back.
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(inputs / "a.png"))
+    )
+
+
 def test_image_folder_and_glob_jobs(inputs, tmp_path):
     jobs = edit.image_jobs(str(inputs / "*.png"), "make it blue", str(tmp_path))
     assert [os.path.basename(j.out) for j in jobs] == ["a.png", "half_size_mask.png", "notes.png"]

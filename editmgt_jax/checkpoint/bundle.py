@@ -47,6 +47,7 @@ DEFAULT_PIPELINE = dict(
     temperature=[2.0, 0.0],
     aesthetic_score=6.0,
     paste_back=False,  # source pixels back on held / unchanged tokens (see Editor.run)
+    paste_back_tolerance=0.0,  # ... and where the decoded edit is this close to the source's
 )
 
 
