@@ -190,6 +190,12 @@ class Editor:
         """The VQ round trip (encode, then decode) of uint8 [N, H, W, 3] images whose sides are
         multiples of the VQ stride: what a transformer that predicted every token of these images
         exactly would output. uint8 [N, H, W, 3]."""
+        ids = self.tokenize(images)
+        return imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, jnp.asarray(ids))))
+
+    def tokenize(self, images: np.ndarray) -> np.ndarray:
+        """VQ token ids int32 [N, H / stride, W / stride] of uint8 [N, H, W, 3] images whose sides
+        are multiples of the VQ stride (no resizing)."""
         images = np.asarray(images)
         stride = self.vq_config.stride
         if (
@@ -199,11 +205,11 @@ class Editor:
             or (images.shape[2] % stride)
         ):
             raise ValueError(
-                f"reconstruct needs uint8 [N, H, W, 3] with H and W multiples of {stride}, "
+                f"VQ tokenizing needs uint8 [N, H, W, 3] with H and W multiples of {stride}, "
                 f"got shape {images.shape}"
             )
         ids = self._encode(self.vq_params, jnp.asarray(imio.to_float(images)))
-        return imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, ids)))
+        return np.asarray(ids, np.int32)
 
     def bucket(self, height: int, width: int, resolution: int | None = None) -> tuple[int, int]:
         """(h, w) in pixels the model sees for an image of height x width."""

@@ -19,6 +19,10 @@ off), and writes to `--out`:
       changed_outside_hold / _no_hold
                           share of token cells wholly outside the mask whose token changed,
                           with region-hold on / off,
+      target_tokens_changed / _unchanged
+                          shares of the target's VQ tokens that differ from / equal the
+                          source's which the edit reproduced exactly (what the transformer
+                          learned, independent of the VQ's pixel error),
       vq_ceiling          share of examples whose *target*, round-tripped through the bundle's
                           VQ, counts as a success: the most any transformer could reach with
                           this tokenizer (it predicts tokens, the VQ decodes them),
@@ -142,6 +146,13 @@ def evaluate(
         distances = edit_eval.lpips_outside(lpips, examples, [r.image for r in held])
         for record, distance in zip(records, distances, strict=True):
             record["lpips_outside"] = distance
+
+    for record, extra in zip(
+        records,
+        edit_eval.target_token_records(examples, held, editor.tokenize, batch_size),
+        strict=True,
+    ):
+        record.update(extra)
 
     ceiling = edit_eval.vq_ceiling(examples, editor.reconstruct, batch_size)
     for record, value in zip(records, ceiling, strict=True):

@@ -171,8 +171,18 @@ def test_bad_inputs_are_named(editor, pictures, tmp_path):
         editor.prepare(pictures[0], "make it blue", mask=str(tmp_path / "missing_mask.png"))
     with pytest.raises(imio.ImageInputError, match="over the limit of 100"):
         imio.load_image(pictures[0], max_pixels=100)
-    with pytest.raises(ValueError, match=r"reconstruct needs .* got shape \(1, 30, 32, 3\)"):
-        editor.reconstruct(np.zeros((1, 30, 32, 3), np.uint8))
+    for method in (editor.reconstruct, editor.tokenize):
+        with pytest.raises(ValueError, match=r"tokenizing needs .* got shape \(1, 30, 32, 3\)"):
+            method(np.zeros((1, 30, 32, 3), np.uint8))
+
+
+def test_tokenize_gives_the_ids_the_edit_starts_from(editor, batch, pictures):
+    # Bucket 32 x 24 is the pictures' own size after resizing: the same ids as the edit's source.
+    resized = np.stack([imio.resize(p, (32, 24)) for p in pictures])
+    ids = editor.tokenize(resized)
+    assert ids.dtype == np.int32 and ids.shape == (3, 8, 6)
+    for got, result in zip(ids, batch, strict=True):
+        np.testing.assert_array_equal(got, result.source_tokens)
 
 
 def test_buckets_keep_the_aspect_ratio_on_token_multiples(editor):

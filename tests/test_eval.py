@@ -118,6 +118,10 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 7
     assert all(r["vq_ceiling"] in (0.0, 1.0) for r in records)
+    for key in ("target_tokens_changed", "target_tokens_unchanged"):
+        values = [r[key] for r in records if r[key] is not None and not np.isnan(r[key])]
+        assert values and all(0.0 <= v <= 1.0 for v in values), key
+        assert key in result["overall"]
     assert 0.0 <= result["overall"]["vq_ceiling"] <= 1.0
     # Region-hold on keeps at least as many outside tokens as off (held tokens equal the source).
     for r in records:
@@ -143,3 +147,13 @@ def test_eval_split_train_remakes_the_training_examples():
         t.instruction != h.instruction or not np.array_equal(t.source, h.source)
         for t, h in zip(train, heldout, strict=True)
     )
+
+
+def test_target_tokens_reproduced_splits_changed_and_unchanged():
+    source = np.array([[1, 2], [3, 4]])
+    target = np.array([[1, 9], [3, 8]])  # two tokens change
+    edited = np.array([[1, 9], [0, 4]])  # one change reproduced, one unchanged token lost
+    assert metrics.target_tokens_reproduced(source, target, edited) == (0.5, 0.5)
+    changed, unchanged = metrics.target_tokens_reproduced(source, source, source)
+    assert np.isnan(changed) and unchanged == 1.0
+    assert all(np.isnan(metrics.target_tokens_reproduced(source, target, edited[:1])))

@@ -27,6 +27,8 @@ MEAN_KEYS = (
     "auroc",
     "iou",
     "changed_outside_hold",
+    "target_tokens_changed",
+    "target_tokens_unchanged",
     "changed_outside_no_hold",
     "held_fraction",
     "vq_ceiling",
@@ -57,6 +59,24 @@ def score_edit(example: Any, held: Any, free: Any | None, hold_threshold: float)
             free.source_tokens, free.tokens, coverage
         )
     return record
+
+
+def target_token_records(
+    examples: Sequence[Any], results: Sequence[Any], tokenize: Any, batch_size: int = 64
+) -> list[dict]:
+    """Per edit, `target_tokens_changed` / `_unchanged` (`metrics.target_tokens_reproduced` of
+    the result's tokens against the target's). `tokenize` maps uint8 [N, H, W, 3] to token ids
+    (`Editor.tokenize`)."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        targets = tokenize(np.stack([e.target for e in chunk]))
+        for result, target in zip(results[start : start + batch_size], targets, strict=True):
+            changed, unchanged = metrics.target_tokens_reproduced(
+                result.source_tokens, target, result.tokens
+            )
+            out.append(dict(target_tokens_changed=changed, target_tokens_unchanged=unchanged))
+    return out
 
 
 def vq_ceiling(examples: Sequence[Any], reconstruct: Any, batch_size: int = 64) -> list[float]:

@@ -142,6 +142,24 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
+def target_tokens_reproduced(
+    source_tokens: np.ndarray, target_tokens: np.ndarray, tokens: np.ndarray
+) -> tuple[float, float]:
+    """(changed, unchanged): the shares of the target's tokens that differ from / equal the
+    source's which the edit reproduced exactly (NaN where there are none, or the grids differ).
+
+    The most direct measure of what the transformer learned: an edit that reaches the target
+    tokens reaches the VQ ceiling, whatever the pixel metrics say."""
+    source_tokens, target_tokens = np.asarray(source_tokens), np.asarray(target_tokens)
+    tokens = np.asarray(tokens)
+    if not source_tokens.shape == target_tokens.shape == tokens.shape:
+        return float("nan"), float("nan")
+    changed = source_tokens != target_tokens
+    hit = tokens == target_tokens
+    share = lambda where: float(hit[where].mean()) if where.any() else float("nan")
+    return share(changed), share(~changed)
+
+
 def changed_outside(source_tokens: np.ndarray, tokens: np.ndarray, coverage: np.ndarray) -> float:
     """Share of the token cells wholly outside the edit region whose token changed (NaN if none)."""
     outside = np.asarray(coverage) == 0
