@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -33,9 +32,7 @@ from tqdm import tqdm
 
 from data_pipelines.loader import EditLoader, LoaderConfig
 from editmgt_jax import sharding
-from editmgt_jax.checkpoint.bundle import Bundle, load_bundle, save_bundle
-from editmgt_jax.checkpoint.convert.from_torch import load_transformer
-from editmgt_jax.checkpoint.convert.scan_layout import scan_params
+from editmgt_jax.checkpoint.bundle import Bundle, save_bundle
 from editmgt_jax.checkpoint.manager import TrainCheckpoints
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -43,7 +40,7 @@ from editmgt_jax.training.lora import merge
 from editmgt_jax.training.optimizer import make_optimizer
 from editmgt_jax.training.pipeline import TrainingInputs
 from editmgt_jax.training.step import StepOptions, jit_train_step, make_train_step
-from editmgt_jax.training.train_state import create_sharded_train_state
+from editmgt_jax.training.train_state import create_sharded_train_state, warm_start
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
@@ -176,7 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     start = checkpoints.latest_step()
     if start is None and config.init_from:
-        state = init_from(config.init_from, model_cfg, state, state_shardings)
+        state = warm_start(config.init_from, model_cfg, state, state_shardings)
     if start is not None:
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
@@ -304,43 +301,6 @@ class SampleEdits:
         os.makedirs(self.dir, exist_ok=True)
         with atomic_path(os.path.join(self.dir, f"step_{step:07d}.png")) as tmp:
             Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
-
-
-def init_from(path: str, cfg: TransformerConfig, state, shardings):
-    """Starts from pretrained transformer weights: a bundle or an official folder."""
-    if os.path.isfile(os.path.join(path, "bundle.json")):
-        bundle = load_bundle(path)
-        loaded_cfg, params = bundle.transformer_config, bundle.transformer_params
-    else:
-        loaded_cfg, params = load_transformer(path)
-    mismatched = {
-        f: (getattr(loaded_cfg, f), getattr(cfg, f))
-        for f in (
-            "num_layers",
-            "num_single_layers",
-            "num_attention_heads",
-            "attention_head_dim",
-            "vocab_size",
-            "codebook_size",
-            "joint_attention_dim",
-            "pooled_projection_dim",
-        )
-        if getattr(loaded_cfg, f) != getattr(cfg, f)
-    }
-    if mismatched:
-        raise ValueError(f"init_from={path!r} does not fit config.model: {mismatched}")
-    if cfg.scan_layers and not loaded_cfg.scan_layers:
-        params = scan_params(params)
-    if state.frozen_params is not None:
-        return state.replace(frozen_params=jax.device_put(params, shardings.frozen_params))
-    params = jax.device_put(params, shardings.params)
-    return state.replace(
-        params=params,
-        # A copy, not the same buffers: the train step donates the state, and a buffer may be
-        # donated only once.
-        ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=state.tx.init(params),
-    )
 
 
 def export_bundle(config, workdir: str, state, options: StepOptions, inputs, step: int) -> str:

@@ -123,7 +123,7 @@ def test_sigterm_saves_and_resume_continues(tmp_path):
     assert f"Resumed from step {saved[0]}" in proc.stderr
 
 
-def test_init_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle):
+def test_warm_start_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle):
     import jax
 
     from editmgt_jax.checkpoint.bundle import load_bundle
@@ -131,8 +131,7 @@ def test_init_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle
     from editmgt_jax.models.transformer_config import TransformerConfig
     from editmgt_jax.sharding import create_mesh
     from editmgt_jax.training.optimizer import make_optimizer
-    from editmgt_jax.training.train_state import create_sharded_train_state
-    from launch.train import init_from
+    from editmgt_jax.training.train_state import create_sharded_train_state, warm_start
 
     config = smoke.get_config()
     cfg = TransformerConfig.from_dict(config.model)
@@ -141,7 +140,7 @@ def test_init_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle
     state, shardings = create_sharded_train_state(
         Transformer(cfg), make_optimizer(config.optim, 4), jax.random.key(99), sample, mesh
     )
-    state = init_from(smoke_bundle, cfg, state, shardings)
+    state = warm_start(smoke_bundle, cfg, state, shardings)
     expected = load_bundle(smoke_bundle).transformer_params
     for tree in (state.params, state.ema_params):
         jax.tree.map(np.testing.assert_array_equal, tree, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -11,7 +12,11 @@ import jax.numpy as jnp
 import optax
 
 from editmgt_jax import sharding
+from editmgt_jax.checkpoint.bundle import load_bundle
+from editmgt_jax.checkpoint.convert.from_torch import load_transformer
+from editmgt_jax.checkpoint.convert.scan_layout import scan_params
 from editmgt_jax.common_types import Array
+from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.training.lora import init_lora
 
 
@@ -81,3 +86,45 @@ def create_sharded_train_state(
     with sharding.activation_sharding(mesh):
         state = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(rng)
     return state, shardings
+
+
+def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) -> TrainState:
+    """The state with pretrained transformer weights from a bundle or an official folder.
+
+    Params, EMA (a copy) and fresh optimizer moments; with LoRA, the frozen base weights. The
+    architecture fields that fix parameter shapes must match `cfg` (one error lists them all).
+    """
+
+    if os.path.isfile(os.path.join(path, "bundle.json")):
+        bundle = load_bundle(path)
+        loaded_cfg, params = bundle.transformer_config, bundle.transformer_params
+    else:
+        loaded_cfg, params = load_transformer(path)
+    mismatched = {
+        f: (getattr(loaded_cfg, f), getattr(cfg, f))
+        for f in (
+            "num_layers",
+            "num_single_layers",
+            "num_attention_heads",
+            "attention_head_dim",
+            "vocab_size",
+            "codebook_size",
+            "joint_attention_dim",
+            "pooled_projection_dim",
+        )
+        if getattr(loaded_cfg, f) != getattr(cfg, f)
+    }
+    if mismatched:
+        raise ValueError(f"init_from={path!r} does not fit config.model: {mismatched}")
+    if cfg.scan_layers and not loaded_cfg.scan_layers:
+        params = scan_params(params)
+    if state.frozen_params is not None:
+        return state.replace(frozen_params=jax.device_put(params, shardings.frozen_params))
+    params = jax.device_put(params, shardings.params)
+    return state.replace(
+        params=params,
+        # A copy, not the same buffers: the train step donates the state, and a buffer may be
+        # donated only once.
+        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=state.tx.init(params),
+    )
