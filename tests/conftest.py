@@ -1,10 +1,34 @@
-"""Shared fixtures: the official_tiny checkpoint and its recorded inputs/outputs."""
+"""Shared fixtures: the official_tiny checkpoint and its recorded inputs/outputs; a JAX
+compilation cache shared by the tests and the launch scripts they start."""
 
+import os
+
+import jax
 import numpy as np
 import pytest
 
 from editmgt_jax.checkpoint.convert.from_torch import load_transformer
 from tests.fixtures_path import fixtures_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for the session (fresh each run): a program compiled once, e.g.
+    the smoke train step that several launch.train subprocesses build, is not compiled again."""
+    path = str(tmp_path_factory.mktemp("jax_compilation_cache"))
+    saved = {k: os.environ.get(k) for k in CACHE_ENV}
+    os.environ.update({k: path if k.endswith("DIR") else v for k, v in CACHE_ENV.items()})
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    yield path
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1"}
 
 
 @pytest.fixture(scope="session")
