@@ -431,7 +431,7 @@ class Editor:
         steps: int,
         strength: float,
         paste_back: bool,
-        tolerance: float = 0.0,
+        tolerance: float,
     ) -> list[EditResult]:
         cfg = self.config
         stride = self.vq_config.stride
@@ -488,18 +488,18 @@ class Editor:
             self.decode_config(steps, grid),
             params=self.params,
         )
-        edited = np.asarray(self._decode_ids(self.vq_params, state.tokens))
+        edited = imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, state.tokens)))
         tokens, hold, scores = jax.device_get((state.tokens, state.hold_mask, state.scores))
         looks_unchanged = None  # bool [B, bucket h, bucket w]
         if paste_back and tolerance > 0:
             recon = np.asarray(self._decode_ids(self.vq_params, jnp.asarray(source_tokens)))
-            difference = np.abs(imio.to_uint8(edited).astype(np.int16) - imio.to_uint8(recon))
+            difference = np.abs(edited.astype(np.int16) - imio.to_uint8(recon))
             looks_unchanged = difference.max(axis=-1) <= tolerance
 
         results = []
         for b, request in enumerate(requests):
             original = request.source
-            image = imio.resize(imio.to_uint8(edited[b]), original.shape[:2])
+            image = imio.resize(edited[b], original.shape[:2])
             if paste_back:
                 unchanged = hold[b] | (np.asarray(tokens[b]) == source_tokens[b])
                 keep = imio.upsample_nearest(unchanged, original.shape[:2])

@@ -1,8 +1,6 @@
 """Shared fixtures: the official_tiny checkpoint and its recorded inputs/outputs; a JAX
 compilation cache shared by the tests and the launch scripts they start."""
 
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -16,19 +14,13 @@ def compilation_cache(tmp_path_factory):
     """One persistent XLA cache for the session (fresh each run): a program compiled once, e.g.
     the smoke train step that several launch.train subprocesses build, is not compiled again."""
     path = str(tmp_path_factory.mktemp("jax_compilation_cache"))
-    saved = {k: os.environ.get(k) for k in CACHE_ENV}
-    os.environ.update({k: path if k.endswith("DIR") else v for k, v in CACHE_ENV.items()})
+    min_seconds = 1.0  # programs that compile faster are not worth a disk round trip
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    yield path
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1"}
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
+    with pytest.MonkeyPatch.context() as env:  # the subprocesses read the same settings
+        env.setenv("JAX_COMPILATION_CACHE_DIR", path)
+        env.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(min_seconds))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,9 @@ MEAN_KEYS = (
     "auroc",
     "iou",
     "changed_outside_hold",
+    "changed_outside_no_hold",
     "target_tokens_changed",
     "target_tokens_unchanged",
-    "changed_outside_no_hold",
     "held_fraction",
     "vq_ceiling",
 )

@@ -94,7 +94,6 @@ def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) 
     Params, EMA (a copy) and fresh optimizer moments; with LoRA, the frozen base weights. The
     architecture fields that fix parameter shapes must match `cfg` (one error lists them all).
     """
-
     if os.path.isfile(os.path.join(path, "bundle.json")):
         bundle = load_bundle(path)
         loaded_cfg, params = bundle.transformer_config, bundle.transformer_params
