@@ -95,6 +95,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             export_bundle=True,  # at the end: <workdir>/bundle (EMA weights) for launch.edit
             sample_every=0,  # > 0: edit `sample_count` held-out examples into samples/ this often
             sample_count=4,
+            # Edit-focused training (editmgt_jax/training/step.py StepOptions); off here.
+            changed_loss_weight=1.0,
+            changed_mask_rate=0.0,
+            attention_loss_weight=0.0,
+            attention_loss_blocks=(),
+            attention_max_fraction=0.5,
+            init_tables_from_codebook=False,
+            # > 0: log the held-out probe (editmgt_jax/training/probe.py) this often.
+            probe_every=0,
+            probe_count=14,
+            probe_seed=31337,
         )
     )
     config.init_from = ""  # pretrained transformer: a bundle or an official folder

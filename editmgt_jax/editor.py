@@ -34,8 +34,8 @@ import numpy as np
 
 from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE, Bundle, load_bundle
 from editmgt_jax.editing import images as imio
+from editmgt_jax.models.tokenizer import tokenizer_config, tokenizer_module
 from editmgt_jax.models.transformer_config import TransformerConfig
-from editmgt_jax.models.vq import VQConfig, VQModel
 from editmgt_jax.sampling import transformer_fn
 from editmgt_jax.sampling.decode import DecodeConfig, decode, make_inputs
 
@@ -81,11 +81,11 @@ class EditResult:
         return imio.mask_image(self.hold_mask, self.source.shape[:2])
 
 
-def _vq_encode(model: VQModel, params, images):
+def _vq_encode(model, params, images):
     return model.apply({"params": params}, images, method=model.encode_to_ids)
 
 
-def _vq_decode(model: VQModel, params, ids):
+def _vq_decode(model, params, ids):
     return model.apply({"params": params}, ids, method=model.decode_ids)
 
 
@@ -143,7 +143,7 @@ class Editor:
         self.pipeline = {**DEFAULT_PIPELINE, **bundle.pipeline}  # fields a bundle predates
         self.metadata = dict(bundle.metadata)
         self.max_pixels = int(max_pixels)
-        self.vq_config = VQConfig.from_diffusers(bundle.vq_config)
+        self.vq_config = tokenizer_config(bundle.vq_config)
         if self.vq_config.num_vq_embeddings != self.config.codebook_size:
             raise ValueError(
                 f"Bundle {bundle.path!r}: the VQ has {self.vq_config.num_vq_embeddings} codes but "
@@ -161,11 +161,12 @@ class Editor:
             )
         self.params = jax.device_put(bundle.transformer_params)
         self.vq_params = jax.device_put(bundle.vq_params)
-        vq = VQModel(self.vq_config)
+        vq = tokenizer_module(self.vq_config)
         self._encode = jax.jit(functools.partial(_vq_encode, vq))
         self._decode_ids = jax.jit(functools.partial(_vq_decode, vq))
         self._model_fns: dict[tuple[float, bool], Callable] = {}
         self._uncond = None
+        self._domain_noted = False
 
     @classmethod
     def from_bundle(
@@ -180,6 +181,21 @@ class Editor:
     def random_init(self) -> bool:
         """True for bundles written by launch.init_checkpoint (random weights)."""
         return bool(self.metadata.get("random_init", False))
+
+    def domain_note(self, shape: tuple[int, int]) -> str | None:
+        """A warning for an input of `shape` (height, width) unlike what the model was trained
+        on, from the bundle's `metadata.domain` ({"native_size": [h, w], "description": ...},
+        set for the embedded default model); None when it fits or the bundle names no domain."""
+        domain = self.metadata.get("domain")
+        if not domain or tuple(shape) == tuple(domain.get("native_size", shape)):
+            return None
+        h, w = domain["native_size"]
+        return (
+            f"This model edits {domain.get('description', 'its own training domain')} "
+            f"({h}x{w} px); a {shape[0]}x{shape[1]} input is unlike anything it was trained on, "
+            "so expect little. For photos, convert the released EditMGT weights: "
+            "python -m launch.convert --from_torch DIR --out CKPT, then pass --checkpoint CKPT."
+        )
 
     @property
     def token_stride(self) -> int:
@@ -257,6 +273,11 @@ class Editor:
         if query is not None and not query.strip():
             raise ValueError(f"Edit of {name!r}: the query phrase is empty")
         warnings = []
+        note = self.domain_note(source.shape[:2])
+        if note is not None and not self._domain_noted:
+            self._domain_noted = True  # once per Editor: every photo would say the same
+            logger.warning(note)
+            warnings.append(note)
         user_mask = None
         if mask is not None:
             user_mask, warning = imio.load_mask(mask, source.shape[:2], self.max_pixels)

@@ -26,6 +26,9 @@ off), and writes to `--out`:
       vq_ceiling          share of examples whose *target*, round-tripped through the bundle's
                           VQ, counts as a success: the most any transformer could reach with
                           this tokenizer (it predicts tokens, the VQ decodes them),
+      vq_ceiling_paste_back
+                          the same with the source's pixels kept on every cell whose target id
+                          equals the source's (what paste-back does: the shipped pipeline),
     and `records.jsonl` (one line per edit);
   - `figure.png`: source | target | edited | attention | held rows for the first edits of each
     category.
@@ -154,9 +157,13 @@ def evaluate(
     ):
         record.update(extra)
 
-    ceiling = edit_eval.vq_ceiling(examples, editor.reconstruct, batch_size)
-    for record, value in zip(records, ceiling, strict=True):
+    ceiling = edit_eval.vq_ceiling(examples, editor.reconstruct, batch_size=batch_size)
+    pasted = edit_eval.vq_ceiling(
+        examples, editor.reconstruct, tokenize=editor.tokenize, batch_size=batch_size
+    )
+    for record, value, value_pasted in zip(records, ceiling, pasted, strict=True):
         record["vq_ceiling"] = value
+        record["vq_ceiling_paste_back"] = value_pasted
 
     summary = edit_eval.summarize(records)
     result = dict(

@@ -3,6 +3,10 @@ r"""Writes the synthetic edit world to ArrayRecord shards (or PNG files for insp
   python -m launch.make_synthetic --num 7000 --size 64 --seed 0 --out /tmp/synth
   python -m launch.make_synthetic --num 70 --split heldout --format png --out /tmp/synth_png
 
+With `--format png`, the folder also gets `jobs.jsonl` (per example: id, instruction, category and
+the source / target / mask file names: the ground truth) and `edit_jobs.jsonl` (image,
+instruction, out: what `launch.edit --jobs` reads; no mask, so an edit is not told where to act).
+
 Prints one final JSON line: {"written": N, "categories": {category: count}, ...}.
 The same flags give the same bytes, whatever `--workers`.
 """
@@ -56,6 +60,11 @@ def _write_array_record_shard(job: tuple[str, int, int, int, int, str]) -> colle
     return counts
 
 
+def edited_name(index: int) -> str:
+    """The file name `edit_jobs.jsonl` gives the edit of example `index`."""
+    return f"{index:05d}_edited.png"
+
+
 def _write_png_example(job: tuple[str, int, int, int, str]) -> dict[str, str]:
     out, index, seed, size, split = job
     example = make_example(seed, index, size, split)
@@ -89,11 +98,16 @@ def main(argv: list[str]) -> None:
         else:
             jobs = [(out, i, FLAGS.seed, FLAGS.size, FLAGS.split) for i in range(num)]
             rows = list(mapper(_write_png_example, jobs))
-            with atomic_path(os.path.join(out, "jobs.jsonl")) as tmp, open(tmp, "w") as f:
-                for row in rows:
-                    f.write(json.dumps(row, sort_keys=True) + "\n")
+            edit_rows = [
+                dict(image=row["source"], instruction=row["instruction"], out=edited_name(i))
+                for i, row in enumerate(rows)
+            ]
+            for name, table in (("jobs.jsonl", rows), ("edit_jobs.jsonl", edit_rows)):
+                with atomic_path(os.path.join(out, name)) as tmp, open(tmp, "w") as f:
+                    for row in table:
+                        f.write(json.dumps(row, sort_keys=True) + "\n")
             counts = collections.Counter(row["category"] for row in rows)
-            files = 3 * len(rows) + 1
+            files = 3 * len(rows) + 2
     finally:
         if pool is not None:
             pool.close()

@@ -182,14 +182,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         loader.set_state(data_state)
         tqdm.write(f"Resumed from step {start} in {workdir}", file=sys.stderr)
 
-    options = StepOptions(
-        mask_id=model_cfg.mask_token_id,
-        min_mask_ratio=config.train.min_mask_ratio,
-        cond_dropout=config.train.cond_dropout,
-        ema_decay=config.train.ema_decay,
-        timestep_convention=model_cfg.timestep_convention,
-        lora_scale=config.lora.alpha / config.lora.rank if lora is not None else 0.0,
-    )
+    if start is None and not config.init_from and config.train.init_tables_from_codebook:
+        state = init_tables_from_codebook(state, state_shardings, inputs, config.seed)
+    options = step_options(config, model_cfg, lora)
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step_fn = jit_train_step(
@@ -198,9 +193,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     uncond = inputs.uncond()
     base_key = jax.random.key(config.seed + 1)
     log = MetricsLog(workdir)
-    samples = None
+    samples = probe = None
     if config.train.sample_every > 0 and jax.process_index() == 0:
         samples = SampleEdits(config, inputs, workdir, config.train.sample_count)
+    if config.train.probe_every > 0 and jax.process_index() == 0:
+        probe = make_probe(config, model, model_cfg, inputs, grid)
     preemption = Preemption()
     step = saved_step = int(state.step)
     last: dict[str, Any] = {}
@@ -244,6 +241,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     timer, examples = time.perf_counter(), 0
                 if samples is not None and step % config.train.sample_every == 0:
                     samples(step, state, options)
+                if probe is not None and step % config.train.probe_every == 0:
+                    log.write(dict(probe(state.ema_params), step=step))
                 if step % config.train.checkpoint_every == 0 or step == config.train.steps:
                     checkpoints.save(step, state, loader.get_state())
                     saved_step = step
@@ -263,6 +262,74 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if jax.process_index() == 0:
             tqdm.write(f"Wrote the trained bundle to {path}", file=sys.stderr)
     return last
+
+
+def step_options(config, model_cfg: TransformerConfig, lora) -> StepOptions:
+    """The train step's options from the config's `train` section."""
+    train = config.train
+    return StepOptions(
+        mask_id=model_cfg.mask_token_id,
+        min_mask_ratio=train.min_mask_ratio,
+        cond_dropout=train.cond_dropout,
+        ema_decay=train.ema_decay,
+        timestep_convention=model_cfg.timestep_convention,
+        lora_scale=config.lora.alpha / config.lora.rank if lora is not None else 0.0,
+        changed_loss_weight=train.changed_loss_weight,
+        changed_mask_rate=train.changed_mask_rate,
+        attention_loss_weight=train.attention_loss_weight,
+        attention_blocks=tuple(train.attention_loss_blocks),
+        attention_max_fraction=train.attention_max_fraction,
+        token_stride=model_cfg.token_stride,
+    )
+
+
+def init_tables_from_codebook(state, shardings, inputs: TrainingInputs, seed: int):
+    """A fresh state whose token embeddings and output weights start from the VQ codebook
+    (`editmgt_jax.training.token_init`); params and EMA alike."""
+    from editmgt_jax.training.token_init import codebook_informed_tables
+
+    codebook = jax.device_get(inputs.vq_params)["codebook"]
+    if isinstance(codebook, dict):  # VQModel: the latent codebook
+        codebook = codebook["embedding"]
+    params = codebook_informed_tables(
+        jax.device_get(state.params), np.asarray(codebook), jax.random.key(seed + 2)
+    )
+    params = jax.device_put(params, shardings.params)
+    ema = jax.tree.map(lambda x: x.copy(), params)
+    return state.replace(params=params, ema_params=ema)
+
+
+def make_probe(config, model, model_cfg: TransformerConfig, inputs: TrainingInputs, grid: int):
+    """The held-out probe (`editmgt_jax.training.probe`) on `train.probe_count` examples of the
+    synthetic world's held-out split (world seed `train.probe_seed`)."""
+    from data_pipelines.synthetic import make_example
+    from editmgt_jax.training.probe import HeldoutProbe
+
+    examples = [
+        make_example(config.train.probe_seed, i, config.image_size, "heldout")
+        for i in range(config.train.probe_count)
+    ]
+    batch = inputs.batch(
+        dict(
+            source=np.stack([e.source for e in examples]),
+            target=np.stack([e.target for e in examples]),
+            instruction=np.asarray([e.instruction for e in examples]),
+        )
+    )
+    blocks = config.train.attention_loss_blocks or config.pipeline.capture_blocks
+    return HeldoutProbe(
+        model,
+        batch["source_tokens"],
+        batch["target_tokens"],
+        batch["text_states"],
+        batch["pooled"],
+        batch["micro_conds"],
+        [e.category for e in examples],
+        model_cfg.mask_token_id,
+        model_cfg.timestep_convention,
+        model_cfg.token_stride,
+        tuple(blocks),
+    )
 
 
 class SampleEdits:
@@ -330,6 +397,7 @@ def bundle_from_state(config, state, options: StepOptions, inputs, step: int) ->
             seed=config.seed,
             config=json.loads(config.to_json_best_effort()),
             ema_decay=options.ema_decay,
+            **({"domain": config.domain.to_dict()} if "domain" in config else {}),
         ),
     )
 

@@ -11,8 +11,10 @@ from PIL import Image
 
 from data_pipelines.array_record_io import list_shards, read_all
 from data_pipelines.schema import CATEGORIES, decode_record, encode_record
-from data_pipelines.synthetic import make_example, to_record
-from data_pipelines.synthetic.phrasings import STYLE_TEMPLATES, TEMPLATES
+from data_pipelines.synthetic import edits, make_example, to_record, world
+from data_pipelines.synthetic.edits import PLANNERS
+from data_pipelines.synthetic.generate import target_from_instruction
+from data_pipelines.synthetic.phrasings import STYLE_TEMPLATES, TEMPLATES, parse_instruction
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,6 +98,11 @@ def test_make_synthetic_cli_png(tmp_path):
     assert summary["written"] == 7 and sum(summary["categories"].values()) == 7
     rows = [json.loads(line) for line in open(tmp_path / "jobs.jsonl")]
     assert [r["category"] for r in rows] == list(CATEGORIES)
+    edit_jobs = [json.loads(line) for line in open(tmp_path / "edit_jobs.jsonl")]
+    assert edit_jobs == [
+        dict(image=r["source"], instruction=r["instruction"], out=f"{i:05d}_edited.png")
+        for i, r in enumerate(rows)
+    ]  # no mask: the edit is not told where the ground truth is
     for i, row in enumerate(rows):
         assert row["source"] == f"{i:05d}_source.png" and row["mask"] == f"{i:05d}_mask.png"
         source = np.asarray(Image.open(tmp_path / row["source"]))
@@ -106,3 +113,82 @@ def test_make_synthetic_cli_png(tmp_path):
         np.testing.assert_array_equal(mask, ex.mask)
         np.testing.assert_array_equal(source[mask == 0], target[mask == 0])
         assert row["instruction"] == ex.instruction
+
+
+def test_target_is_a_function_of_source_and_instruction():
+    """The world's guarantee: the instruction's words, applied to the source scene with no random
+    draw at all, give the example's target byte for byte (both splits, every category)."""
+    for split in ("train", "heldout"):
+        for index in range(42):
+            ex = make_example(17, index, 64, split)
+            again = target_from_instruction(ex.scene, ex.instruction)
+            assert again.tobytes() == ex.target.tobytes(), (split, ex.category, ex.instruction)
+
+
+@pytest.mark.parametrize("category", [c for c in CATEGORIES if c != "style"])
+def test_same_instruction_under_other_random_states_gives_the_same_target(category):
+    """Plans drawn for one scene from many generator states: all those whose instruction slots
+    agree render the same target bytes, whatever else the generators drew."""
+    scene = make_example(23, CATEGORIES.index(category), 64).scene
+    targets: dict = {}
+    for state in range(120):
+        rng = np.random.default_rng(state)
+        rng.random(state % 7)  # other draws before the plan
+        plan = PLANNERS[category](rng, scene)
+        if plan is None:
+            continue
+        key = tuple(sorted(plan.slots.items()))
+        targets.setdefault(key, set()).add(world.render(plan.target)[0].tobytes())
+    repeated = [images for images in targets.values()]
+    assert repeated and all(len(images) == 1 for images in repeated), category
+    assert sum(1 for _ in targets) >= 2  # the draws did vary the edit
+
+
+def test_instructions_parse_back_to_their_slots():
+    for index in range(70):
+        ex = make_example(29, index, 64, "heldout" if index % 2 else "train")
+        category, slots = parse_instruction(ex.instruction)
+        assert category == ex.category
+        if category == "style":
+            assert slots == {"style": ex.details["style"]}
+        else:
+            assert slots == {k: v for k, v in ex.details.items() if k in slots}
+    with pytest.raises(ValueError, match="0 readings"):
+        parse_instruction("make the moon purple")
+
+
+def test_scenes_have_two_objects_upright_shapes_and_named_backgrounds():
+    for index in range(70):
+        ex = make_example(31, index, 64)
+        assert 2 <= len(ex.scene.shapes) <= world.MAX_SHAPES
+        assert world.background_named(ex.scene.background.description) == ex.scene.background
+        if ex.category == "add":
+            new = parse_instruction(ex.instruction)[1]
+            cx, cy = edits.place_center(new["where"], 64)
+            target_scene = edits.apply_edit(ex.scene, "add", new)
+            added = target_scene.shapes[-1]
+            assert (added.cx, added.cy, added.radius) == (cx, cy, edits.ADD_RADIUS_FRACTION * 64)
+        if ex.category == "motion change":
+            moved = edits.apply_edit(ex.scene, ex.category, parse_instruction(ex.instruction)[1])
+            shifts = {
+                (b.cx - a.cx, b.cy - a.cy)
+                for a, b in zip(ex.scene.shapes, moved.shapes, strict=True)
+                if (a.cx, a.cy) != (b.cx, b.cy)
+            }
+            assert len(shifts) == 1 and sorted(map(abs, shifts.pop())) == pytest.approx([0.0, 16.0])
+    with pytest.raises(ValueError, match="needs an orientation"):
+        world.Background("stripes", "navy")
+    with pytest.raises(ValueError, match="no background is described"):
+        world.background_named("polka navy")
+
+
+def test_patterns_are_aligned_with_4px_cells_at_64px():
+    """Stripes and checks change colour only on cell borders, so their cells are flat."""
+    for pattern, orientation in (
+        ("stripes", "horizontal"),
+        ("stripes", "vertical"),
+        ("checker", ""),
+    ):
+        image = world.render_background(world.Background(pattern, "navy", orientation), 64)
+        cells = image.reshape(16, 4, 16, 4, 3)
+        assert (cells == cells[:, :1, :, :1]).all(), pattern

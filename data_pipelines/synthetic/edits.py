@@ -1,8 +1,14 @@
 """Edits of the 7 categories as scene -> scene changes (or a global style), with their words.
 
-Each `plan_*` returns an `EditPlan`, or None when the drawn edit is impossible for this scene (the
-caller then draws again). Plans keep every shape name unique and every shape visible enough, so the
-instruction always designates exactly one visible object.
+Each `plan_*` draws what to change (the instruction's slots) and returns an `EditPlan`, or None
+when the drawn edit is impossible for this scene (the caller then draws again). Plans keep every
+shape name unique and every shape visible enough, so the instruction always designates exactly one
+visible object.
+
+The target is a function of (scene, slots) alone: `apply_edit` computes it without a random draw,
+and the slots are exactly what the instruction says (`phrasings.parse_instruction` reads them
+back). An added shape goes to the fixed point of the named place with a fixed radius; a move is a
+fixed distance; a new background is named in full (pattern, colour, orientation).
 """
 
 from __future__ import annotations
@@ -12,11 +18,16 @@ import dataclasses
 import numpy as np
 
 from data_pipelines.synthetic import world
-from data_pipelines.synthetic.phrasings import DIRECTIONS, where_phrase
+from data_pipelines.synthetic.phrasings import DIRECTIONS, PLACES
 from data_pipelines.synthetic.styles import STYLES
 
-# Motion moves a shape by this fraction of the canvas side.
-MOVE_FRACTION = (0.22, 0.35)
+# Motion moves a shape by this fraction of the canvas side (16 px at 64 px: 4 tokenizer cells).
+MOVE_FRACTION = 0.25
+# An added shape's radius, as a fraction of the canvas side.
+ADD_RADIUS_FRACTION = 0.14
+# A recoloured shape's new colour differs from its old one at least this much (RGB distance).
+MIN_RECOLOR_DISTANCE = world.MIN_CONTRAST
+_STEPS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,24 +56,83 @@ def _with_shape(scene: world.Scene, index: int, shape: world.Shape) -> world.Sce
     return dataclasses.replace(scene, shapes=tuple(shapes))
 
 
-def plan_add(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
-    shape = world.sample_shape(rng, scene.size)
-    if shape.name in _names(scene) or not world.contrasts(shape.color, scene.background):
+def place_center(place: str, size: int) -> tuple[float, float]:
+    """The fixed point (x, y) in pixels of a named place ("in the top left", ...)."""
+    if place not in PLACES:
+        raise ValueError(f"unknown place {place!r}; expected one of {tuple(PLACES)}")
+    fx, fy = PLACES[place]
+    return fx * size, fy * size
+
+
+def _shape_named(scene: world.Scene, name: str) -> int:
+    matches = [i for i, shape in enumerate(scene.shapes) if shape.name == name]
+    if len(matches) != 1:
+        raise ValueError(f"the scene has {len(matches)} shapes named {name!r}; expected one")
+    return matches[0]
+
+
+def apply_edit(scene: world.Scene, category: str, slots: dict[str, str]) -> world.Scene | None:
+    """The target scene of an edit named by `slots` (None for a style: a pixel transform).
+
+    Pure: no random draw, so the same (scene, instruction slots) always gives the same target.
+    Raises ValueError when the slots do not fit the scene (an unknown or ambiguous object).
+    """
+    size = scene.size
+    if category == "add":
+        color, kind = slots["new_obj"].rsplit(" ", 1)
+        cx, cy = place_center(slots["where"], size)
+        shape = world.Shape(kind, color, cx, cy, ADD_RADIUS_FRACTION * size)
+        return dataclasses.replace(scene, shapes=(*scene.shapes, shape))
+    if category == "background change":
+        return dataclasses.replace(scene, background=world.background_named(slots["background"]))
+    if category == "style":
         return None
-    target = dataclasses.replace(scene, shapes=(*scene.shapes, shape))
+    index = _shape_named(scene, slots["obj"])
+    old = scene.shapes[index]
+    if category == "remove":
+        return dataclasses.replace(scene, shapes=scene.shapes[:index] + scene.shapes[index + 1 :])
+    if category == "replace":
+        return _with_shape(scene, index, dataclasses.replace(old, kind=slots["new_kind"]))
+    if category == "color":
+        return _with_shape(scene, index, dataclasses.replace(old, color=slots["new_color"]))
+    if category == "motion change":
+        direction = {phrase: key for key, phrase in DIRECTIONS.items()}[slots["direction"]]
+        dx, dy = _STEPS[direction]
+        step = MOVE_FRACTION * size
+        moved = dataclasses.replace(old, cx=old.cx + dx * step, cy=old.cy + dy * step)
+        return _with_shape(scene, index, moved)
+    raise ValueError(f"unknown category {category!r}")
+
+
+def _inside(shape: world.Shape, size: int) -> bool:
+    low, high = shape.radius, size - shape.radius
+    return low <= shape.cx <= high and low <= shape.cy <= high
+
+
+def _plan(scene: world.Scene, category: str, slots: dict[str, str], **indices) -> EditPlan | None:
+    """The plan of these slots, or None when its target breaks a rule of the world."""
+    target = apply_edit(scene, category, slots)
     if not world.visible_enough(target):
         return None
-    slots = {"new_obj": shape.name, "where": where_phrase(shape.cx, shape.cy, scene.size)}
-    return EditPlan("add", target, None, len(scene.shapes), slots)
+    return EditPlan(category, target, slots=slots, **indices)
+
+
+def plan_add(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
+    kind = world.SHAPE_KINDS[rng.integers(len(world.SHAPE_KINDS))]
+    color = list(world.OBJECT_COLORS)[rng.integers(len(world.OBJECT_COLORS))]
+    place = list(PLACES)[rng.integers(len(PLACES))]
+    if f"{color} {kind}" in _names(scene) or not world.contrasts(color, scene.background):
+        return None
+    slots = {"new_obj": f"{color} {kind}", "where": place}
+    return _plan(scene, "add", slots, source_index=None, target_index=len(scene.shapes))
 
 
 def plan_remove(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
     index = _pick(rng, scene)
     if index is None:
         return None
-    shapes = scene.shapes[:index] + scene.shapes[index + 1 :]
-    target = dataclasses.replace(scene, shapes=shapes)
-    return EditPlan("remove", target, index, None, {"obj": scene.shapes[index].name})
+    slots = {"obj": scene.shapes[index].name}
+    return _plan(scene, "remove", slots, source_index=index, target_index=None)
 
 
 def plan_replace(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
@@ -71,14 +141,11 @@ def plan_replace(rng: np.random.Generator, scene: world.Scene) -> EditPlan | Non
         return None
     old = scene.shapes[index]
     kinds = [k for k in world.SHAPE_KINDS if k != old.kind]
-    new = dataclasses.replace(old, kind=kinds[rng.integers(len(kinds))])
-    if new.name in _names(scene):
+    new_kind = kinds[rng.integers(len(kinds))]
+    if f"{old.color} {new_kind}" in _names(scene):
         return None
-    target = _with_shape(scene, index, new)
-    if not world.visible_enough(target):
-        return None
-    slots = {"obj": old.name, "color": old.color, "new_kind": new.kind}
-    return EditPlan("replace", target, index, index, slots)
+    slots = {"obj": old.name, "color": old.color, "new_kind": new_kind}
+    return _plan(scene, "replace", slots, source_index=index, target_index=index)
 
 
 def plan_color(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
@@ -86,43 +153,40 @@ def plan_color(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
     if index is None:
         return None
     old = scene.shapes[index]
-    colors = [c for c in world.OBJECT_COLORS if c != old.color]
-    new = dataclasses.replace(old, color=colors[rng.integers(len(colors))])
-    if new.name in _names(scene) or not world.contrasts(new.color, scene.background):
+    colors = [
+        c
+        for c in world.OBJECT_COLORS
+        if world.color_distance(c, world.OBJECT_COLORS[old.color]) >= MIN_RECOLOR_DISTANCE
+    ]
+    new_color = colors[rng.integers(len(colors))]
+    if f"{new_color} {old.kind}" in _names(scene) or not world.contrasts(
+        new_color, scene.background
+    ):
         return None
-    slots = {"obj": old.name, "new_color": new.color}
-    return EditPlan("color", _with_shape(scene, index, new), index, index, slots)
+    slots = {"obj": old.name, "new_color": new_color}
+    return _plan(scene, "color", slots, source_index=index, target_index=index)
 
 
 def plan_background(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
-    new = world.sample_background(rng, scene.size)
-    if new.description == scene.background.description:
+    new = world.sample_background(rng)
+    if new == scene.background:
         return None
     if not all(world.contrasts(shape.color, new) for shape in scene.shapes):
         return None
-    target = dataclasses.replace(scene, background=new)
-    return EditPlan("background change", target, None, None, {"background": new.description})
+    slots = {"background": new.description}
+    return _plan(scene, "background change", slots, source_index=None, target_index=None)
 
 
 def plan_motion(rng: np.random.Generator, scene: world.Scene) -> EditPlan | None:
     index = _pick(rng, scene)
     if index is None:
         return None
-    old = scene.shapes[index]
     direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
-    step = scene.size * rng.uniform(*MOVE_FRACTION)
-    dx, dy = {"left": (-step, 0), "right": (step, 0), "up": (0, -step), "down": (0, step)}[
-        direction
-    ]
-    new = dataclasses.replace(old, cx=old.cx + dx, cy=old.cy + dy)
-    low, high = new.radius, scene.size - new.radius
-    if not (low <= new.cx <= high and low <= new.cy <= high):
+    slots = {"obj": scene.shapes[index].name, "direction": DIRECTIONS[direction]}
+    target = apply_edit(scene, "motion change", slots)
+    if not _inside(target.shapes[index], scene.size):
         return None
-    target = _with_shape(scene, index, new)
-    if not world.visible_enough(target):
-        return None
-    slots = {"obj": old.name, "direction": DIRECTIONS[direction]}
-    return EditPlan("motion change", target, index, index, slots)
+    return _plan(scene, "motion change", slots, source_index=index, target_index=index)
 
 
 def plan_style(rng: np.random.Generator, scene: world.Scene) -> EditPlan:

@@ -21,8 +21,8 @@ from PIL import Image
 
 from data_pipelines.schema import CATEGORIES, EditRecord
 from data_pipelines.synthetic import world
-from data_pipelines.synthetic.edits import PLANNERS, EditPlan
-from data_pipelines.synthetic.phrasings import SPLITS, instruction
+from data_pipelines.synthetic.edits import PLANNERS, EditPlan, apply_edit
+from data_pipelines.synthetic.phrasings import SPLITS, instruction, parse_instruction
 from data_pipelines.synthetic.styles import STYLES
 
 MIN_SIZE = 32
@@ -42,6 +42,7 @@ class SyntheticExample:
     category: str
     id: str
     details: dict[str, str]
+    scene: world.Scene  # the source scene
 
 
 def category_of(index: int) -> str:
@@ -112,8 +113,21 @@ def make_example(
             category=category,
             id=f"synthetic-{split}-s{seed}-{index:08d}",
             details=details,
+            scene=scene,
         )
     raise RuntimeError(f"no valid {category!r} edit after {MAX_ATTEMPTS} scenes (seed {seed})")
+
+
+def target_from_instruction(scene: world.Scene, text: str) -> np.ndarray:
+    """The target image (uint8 [S, S, 3]) of the instruction `text` applied to `scene`.
+
+    Reads the instruction's words back into slots and applies them without any random draw: the
+    world's guarantee that the target is a function of (source, instruction) alone.
+    """
+    category, slots = parse_instruction(text)
+    if category == "style":
+        return STYLES[slots["style"]](world.render(scene)[0])
+    return world.render(apply_edit(scene, category, slots))[0]
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -1,8 +1,11 @@
 """Instruction templates per category: phrasings for training, others held out for evaluation.
 
 Placeholders: {obj} "red circle" (the edited shape), {new_obj} "blue star", {new_color},
-{new_kind}, {color} (the shape's colour), {where} "in the top left", {direction} "to the left",
-{background} "a beige checkerboard".
+{new_kind}, {color} (the shape's colour), {where} "in the top left" (one of `PLACES`),
+{direction} "to the left", {background} "a beige checkerboard".
+
+Every template of a category carries every slot its edit needs, so `parse_instruction` reads the
+slots back from the words alone (the target then follows from the source and the instruction).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "put a {new_obj} {where}",
             "place a {new_obj} {where}",
             "draw a {new_obj} {where}",
-            "add a {new_obj}",
+            "add one {new_obj} {where}",
         ),
         "heldout": ("insert a {new_obj} {where}", "there should be a {new_obj} {where}"),
     },
@@ -112,17 +115,20 @@ STYLE_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
 
 _AN = re.compile(r"(^|\s)a ([aeiou])")
 DIRECTIONS = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
-
-
-def where_phrase(cx: float, cy: float, size: int) -> str:
-    """Names the 3x3 cell of the canvas that holds (cx, cy)."""
-    col = min(2, int(3 * cx / size))
-    row = min(2, int(3 * cy / size))
-    return (
-        ("in the top left", "at the top", "in the top right"),
-        ("on the left", "in the center", "on the right"),
-        ("in the bottom left", "at the bottom", "in the bottom right"),
-    )[row][col]
+# The 9 named places and their fixed points (x, y) as fractions of the canvas side: the centres
+# of a 3 x 3 grid, pulled in to multiples of 1/16 (4 px cells at 64 px).
+_NEAR, _MID, _FAR = 3 / 16, 8 / 16, 13 / 16
+PLACES: dict[str, tuple[float, float]] = {
+    "in the top left": (_NEAR, _NEAR),
+    "at the top": (_MID, _NEAR),
+    "in the top right": (_FAR, _NEAR),
+    "on the left": (_NEAR, _MID),
+    "in the center": (_MID, _MID),
+    "on the right": (_FAR, _MID),
+    "in the bottom left": (_NEAR, _FAR),
+    "at the bottom": (_MID, _FAR),
+    "in the bottom right": (_FAR, _FAR),
+}
 
 
 def instruction(
@@ -141,3 +147,61 @@ def instruction(
         raise ValueError(f"no phrasings for category {category!r}")
     text = options[rng.integers(len(options))].format(**slots)
     return _AN.sub(r"\1an \2", text)  # "a orange star" -> "an orange star"
+
+
+def _alternatives(words) -> str:
+    # Longest first, so "light gray" is tried before "gray"-like prefixes.
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+def _slot_patterns() -> dict[str, str]:
+    from data_pipelines.synthetic import world
+
+    colors = _alternatives(world.OBJECT_COLORS)
+    kinds = _alternatives(world.SHAPE_KINDS)
+    return {
+        "obj": f"(?:{colors}) (?:{kinds})",
+        "new_obj": f"(?:{colors}) (?:{kinds})",
+        "color": colors,
+        "new_color": colors,
+        "new_kind": kinds,
+        "where": _alternatives(PLACES),
+        "direction": _alternatives(DIRECTIONS.values()),
+        "background": _alternatives(b.description for b in world.all_backgrounds()),
+    }
+
+
+def _template_pattern(template: str, slots: dict[str, str]) -> re.Pattern:
+    # Each slot matches only its own vocabulary; "a" matches "an" too (see `instruction`).
+    regex = ""
+    for part in re.split(r"(\{\w+\})", template):
+        if part.startswith("{"):
+            name = part[1:-1]
+            regex += f"(?P<{name}>{slots[name]})"
+        else:
+            regex += " ".join("an?" if w == "a" else re.escape(w) for w in part.split(" "))
+    return re.compile(f"^{regex}$")
+
+
+def parse_instruction(text: str) -> tuple[str, dict[str, str]]:
+    """(category, slots) that the instruction `text` of any split was made from.
+
+    Style instructions give ("style", {"style": name}). Raises ValueError when no template fits
+    or when two readings disagree.
+    """
+    readings = set()
+    slots = _slot_patterns()
+    for category, splits in TEMPLATES.items():
+        for template in (*splits["train"], *splits["heldout"]):
+            match = _template_pattern(template, slots).match(text)
+            if match:
+                readings.add((category, tuple(sorted(match.groupdict().items()))))
+    for style, splits in STYLE_TEMPLATES.items():
+        if text in (*splits["train"], *splits["heldout"]):
+            readings.add(("style", (("style", style),)))
+    if len(readings) != 1:
+        raise ValueError(
+            f"instruction {text!r} matches {len(readings)} readings; expected exactly one"
+        )
+    category, slots = readings.pop()
+    return category, dict(slots)

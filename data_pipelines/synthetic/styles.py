@@ -27,14 +27,15 @@ def sepia(image: np.ndarray) -> np.ndarray:
 
 
 def pixelate(image: np.ndarray) -> np.ndarray:
-    """Block means over blocks of size/16 pixels (at least 2)."""
+    """Nearest-neighbour pixelation: each block of size/16 pixels (at least 2) takes the colour of
+    its centre pixel. Point sampling keeps the scene's own colours (a block mean would mix them
+    into shades no other image has, which a tokenizer cannot represent sharply)."""
     h, w, _ = image.shape
     block = max(2, h // 16)
-    out = image.astype(np.float64).copy()
-    for y in range(0, h, block):
-        for x in range(0, w, block):
-            out[y : y + block, x : x + block] = out[y : y + block, x : x + block].mean(axis=(0, 1))
-    return np.rint(out).clip(0, 255).astype(np.uint8)
+    centre = block // 2
+    rows = np.minimum(np.arange(h) // block * block + centre, h - 1)
+    cols = np.minimum(np.arange(w) // block * block + centre, w - 1)
+    return image[rows][:, cols].astype(np.uint8)
 
 
 def line_drawing(image: np.ndarray) -> np.ndarray:

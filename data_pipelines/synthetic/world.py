@@ -3,6 +3,12 @@
 A scene is plain data (`Scene`: background + shapes bottom to top). `render` draws it anti-aliased
 (4x supersampling, box filter) with numpy and PIL only, so the same scene gives the same pixels.
 It also returns each shape's visible coverage, which the edits use to build exact masks.
+
+Everything an edit could change is a function of what an instruction can name: shapes are upright
+(a circle shows no tilt, so a tilted replacement could not be inferred), and every background
+pattern has one fixed period and phase (size / 8: stripes and checks 4 px wide at 64 px, aligned
+with the 4 px tokenizer cells), with its orientation named. The second tone of a pattern follows
+from its colour.
 """
 
 from __future__ import annotations
@@ -39,10 +45,17 @@ BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {
     "olive": (120, 120, 60),
 }
 SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "hexagon", "cross")
-PATTERNS: tuple[str, ...] = ("plain", "stripes", "checker", "gradient", "speckled")
+PATTERNS: tuple[str, ...] = ("plain", "stripes", "checker", "gradient", "dots")
+# Patterns whose look depends on an orientation, which the description then names.
+ORIENTED_PATTERNS: tuple[str, ...] = ("stripes", "gradient")
+ORIENTATIONS: tuple[str, ...] = ("horizontal", "vertical", "diagonal")
+# One pattern period for the whole world (a fraction of the canvas side, at least 4 px).
+PATTERN_PERIOD_FRACTION = 1 / 8
 # Smallest colour distance between an object and the background it sits on.
 MIN_CONTRAST = 90.0
 MIN_RADIUS_FRACTION, MAX_RADIUS_FRACTION = 0.10, 0.19
+# Every scene holds at least two objects, so an object edit must pick its object out by name.
+MIN_SHAPES, MAX_SHAPES = 2, 4
 # A shape must keep this fraction of its area visible, so occlusion never hides what is named.
 MIN_VISIBLE_FRACTION = 0.6
 
@@ -56,7 +69,6 @@ class Shape:
     cx: float
     cy: float
     radius: float
-    angle: float  # degrees, small: a tilted square is still a square
 
     @property
     def name(self) -> str:
@@ -65,22 +77,35 @@ class Shape:
 
 @dataclasses.dataclass(frozen=True)
 class Background:
-    """`pattern` in PATTERNS over `color` in BACKGROUND_COLORS; `seed` drives the speckles."""
+    """`pattern` in PATTERNS over `color` in BACKGROUND_COLORS; `orientation` in ORIENTATIONS for
+    ORIENTED_PATTERNS ("" for the others). Its description names every one of these, so a
+    background named in an instruction has exactly one rendering."""
 
     pattern: str
     color: str
-    period: int  # stripe / checker period in pixels
-    orientation: int  # 0 horizontal, 1 vertical, 2 diagonal
-    seed: int
+    orientation: str = ""
+
+    def __post_init__(self):
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"unknown background pattern {self.pattern!r}; expected {PATTERNS}")
+        if self.color not in BACKGROUND_COLORS:
+            raise ValueError(f"unknown background colour {self.color!r}")
+        oriented = self.pattern in ORIENTED_PATTERNS
+        if oriented != (self.orientation in ORIENTATIONS):
+            raise ValueError(
+                f"{self.pattern!r} needs an orientation in {ORIENTATIONS}"
+                if oriented
+                else f"{self.pattern!r} takes no orientation, got {self.orientation!r}"
+            )
 
     @property
     def description(self) -> str:
         return {
             "plain": f"plain {self.color}",
-            "stripes": f"{self.color} stripes",
+            "stripes": f"{self.orientation} {self.color} stripes",
             "checker": f"a {self.color} checkerboard",
-            "gradient": f"a {self.color} gradient",
-            "speckled": f"speckled {self.color}",
+            "gradient": f"a {self.orientation} {self.color} gradient",
+            "dots": f"{self.color} dots",
         }[self.pattern]
 
 
@@ -100,14 +125,34 @@ def contrasts(color: str, background: Background) -> bool:
     return color_distance(color, BACKGROUND_COLORS[background.color]) >= MIN_CONTRAST
 
 
-def sample_background(rng: np.random.Generator, size: int) -> Background:
-    return Background(
-        pattern=PATTERNS[rng.integers(len(PATTERNS))],
-        color=list(BACKGROUND_COLORS)[rng.integers(len(BACKGROUND_COLORS))],
-        period=int(max(4, round(size * rng.uniform(0.08, 0.2)))),
-        orientation=int(rng.integers(3)),
-        seed=int(rng.integers(2**31)),
+def sample_background(rng: np.random.Generator) -> Background:
+    pattern = PATTERNS[rng.integers(len(PATTERNS))]
+    color = list(BACKGROUND_COLORS)[rng.integers(len(BACKGROUND_COLORS))]
+    orientation = ORIENTATIONS[rng.integers(len(ORIENTATIONS))]
+    return Background(pattern, color, orientation if pattern in ORIENTED_PATTERNS else "")
+
+
+def all_backgrounds() -> tuple[Background, ...]:
+    """Every background of the world (each has its own description)."""
+    return tuple(
+        Background(pattern, color, orientation)
+        for pattern in PATTERNS
+        for color in BACKGROUND_COLORS
+        for orientation in (ORIENTATIONS if pattern in ORIENTED_PATTERNS else ("",))
     )
+
+
+def background_named(description: str) -> Background:
+    """The background whose `description` this is ("vertical navy stripes", "plain mint", ...)."""
+    for background in all_backgrounds():
+        if background.description == description:
+            return background
+    raise ValueError(f"no background is described as {description!r}")
+
+
+def pattern_period(size: int) -> int:
+    """The world's pattern period in pixels for a canvas of `size` (even, at least 4)."""
+    return max(4, 2 * round(size * PATTERN_PERIOD_FRACTION / 2))
 
 
 def sample_shape(
@@ -126,7 +171,6 @@ def sample_shape(
         cx=float(rng.uniform(radius, size - radius)),
         cy=float(rng.uniform(radius, size - radius)),
         radius=float(radius),
-        angle=float(rng.uniform(-15.0, 15.0)),
     )
 
 
@@ -153,19 +197,18 @@ def shape_coverage(shape: Shape, size: int) -> np.ndarray:
         inner = 0.55 * r
         draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=0)
     elif shape.kind == "square":
-        draw.polygon(_polygon(cx, cy, [r * 0.95] * 4, shape.angle + 45), fill=255)
+        draw.polygon(_polygon(cx, cy, [r * 0.95] * 4, 45), fill=255)
     elif shape.kind == "triangle":
-        draw.polygon(_polygon(cx, cy, [r] * 3, shape.angle), fill=255)
+        draw.polygon(_polygon(cx, cy, [r] * 3, 0), fill=255)
     elif shape.kind == "star":
-        draw.polygon(_polygon(cx, cy, [r, 0.45 * r] * 5, shape.angle), fill=255)
+        draw.polygon(_polygon(cx, cy, [r, 0.45 * r] * 5, 0), fill=255)
     elif shape.kind == "hexagon":
-        draw.polygon(_polygon(cx, cy, [r] * 6, shape.angle + 30), fill=255)
+        draw.polygon(_polygon(cx, cy, [r] * 6, 30), fill=255)
     elif shape.kind == "cross":
         w = 0.32 * r
         pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w)]
         pts += [(-r, w), (-r, -w), (-w, -w)]
-        c, sn = math.cos(math.radians(shape.angle)), math.sin(math.radians(shape.angle))
-        draw.polygon([(cx + x * c - y * sn, cy + x * sn + y * c) for x, y in pts], fill=255)
+        draw.polygon([(cx + x, cy + y) for x, y in pts], fill=255)
     else:
         raise ValueError(f"unknown shape kind {shape.kind!r}; expected one of {SHAPE_KINDS}")
     small = np.asarray(canvas, dtype=np.float64).reshape(size, s, size, s).mean(axis=(1, 3))
@@ -177,20 +220,27 @@ def render_background(background: Background, size: int) -> np.ndarray:
     base = np.asarray(BACKGROUND_COLORS[background.color], dtype=np.float64)
     # The second tone: lighter for dark colours, darker for light ones.
     second = base * 0.6 if base.mean() > 128 else base + (255 - base) * 0.45
+    period = pattern_period(size)
+    half = period // 2
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    coord = (yy, xx, yy + xx)[background.orientation]
+    # Horizontal stripes run left to right (the colour changes down the image); a horizontal
+    # gradient changes from left to right; diagonal ones along x + y.
+    coord = {"horizontal": yy, "vertical": xx, "diagonal": yy + xx, "": yy}[background.orientation]
     if background.pattern == "plain":
         weight = np.zeros((size, size))
     elif background.pattern == "stripes":
-        weight = (np.floor(coord / (background.period / 2)) % 2).astype(np.float64)
+        weight = (np.floor(coord / half) % 2).astype(np.float64)
     elif background.pattern == "checker":
-        half = background.period / 2
         weight = ((np.floor(yy / half) + np.floor(xx / half)) % 2).astype(np.float64)
     elif background.pattern == "gradient":
-        weight = coord / max(coord.max(), 1.0)
-    elif background.pattern == "speckled":
-        noise_rng = np.random.default_rng(background.seed)
-        weight = (noise_rng.random((size, size)) < 0.25).astype(np.float64) * 0.7
+        ramp = {"horizontal": xx, "vertical": yy, "diagonal": yy + xx}[background.orientation]
+        weight = ramp / max(ramp.max(), 1.0)
+    elif background.pattern == "dots":
+        # A disc of radius period / 4 centred in every period x period block, anti-aliased by
+        # its distance to the edge.
+        centre = (period - 1) / 2
+        dist = np.hypot(yy % period - centre, xx % period - centre)
+        weight = np.clip(period / 4 - dist + 0.5, 0.0, 1.0)
     else:
         raise ValueError(f"unknown background pattern {background.pattern!r}; expected {PATTERNS}")
     return base * (1 - weight[..., None]) + second * weight[..., None]
@@ -234,10 +284,10 @@ def visible_enough(scene: Scene) -> bool:
 
 
 def sample_scene(
-    rng: np.random.Generator, size: int, min_shapes: int = 1, max_shapes: int = 4
+    rng: np.random.Generator, size: int, min_shapes: int = MIN_SHAPES, max_shapes: int = MAX_SHAPES
 ) -> Scene:
-    """A background and 1-4 shapes; (colour, kind) pairs are unique so a name picks one shape."""
-    background = sample_background(rng, size)
+    """A background and 2-4 shapes; (colour, kind) pairs are unique so a name picks one shape."""
+    background = sample_background(rng)
     while True:
         count = int(rng.integers(min_shapes, max_shapes + 1))
         shapes: list[Shape] = []

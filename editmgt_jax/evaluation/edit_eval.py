@@ -32,6 +32,7 @@ MEAN_KEYS = (
     "target_tokens_unchanged",
     "held_fraction",
     "vq_ceiling",
+    "vq_ceiling_paste_back",
 )
 
 
@@ -79,17 +80,39 @@ def target_token_records(
     return out
 
 
-def vq_ceiling(examples: Sequence[Any], reconstruct: Any, batch_size: int = 64) -> list[float]:
+def paste_back_unchanged(
+    source: np.ndarray, decoded: np.ndarray, source_ids: np.ndarray, ids: np.ndarray
+) -> np.ndarray:
+    """`decoded` with the `source` pixels on every token cell whose id equals the source's (what
+    paste-back does with the cells an edit left unchanged). Images [H, W, 3], ids [h, w]."""
+    stride = source.shape[0] // ids.shape[0]
+    same = np.kron(ids == source_ids, np.ones((stride, stride), bool))
+    return np.where(same[..., None], source, decoded)
+
+
+def vq_ceiling(
+    examples: Sequence[Any], reconstruct: Any, tokenize: Any = None, batch_size: int = 64
+) -> list[float]:
     """Per example, 1.0 if the tokenizer's round trip of the *target* counts as a successful edit.
 
     That is the success of a transformer that predicted every target token exactly, so the share
     over a split bounds the success any transformer can reach with this VQ. `reconstruct` maps
-    uint8 [N, H, W, 3] to its VQ round trip (`Editor.reconstruct`).
+    uint8 [N, H, W, 3] to its VQ round trip (`Editor.reconstruct`). With `tokenize`
+    (`Editor.tokenize`), cells whose target id equals the source's keep the source's pixels, as
+    paste-back does.
     """
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        rebuilt = reconstruct(np.stack([e.target for e in chunk]))
+        targets = np.stack([e.target for e in chunk])
+        rebuilt = reconstruct(targets)
+        if tokenize is not None:
+            target_ids = tokenize(targets)
+            source_ids = tokenize(np.stack([e.source for e in chunk]))
+            rebuilt = [
+                paste_back_unchanged(e.source, image, s, t)
+                for e, image, s, t in zip(chunk, rebuilt, source_ids, target_ids, strict=True)
+            ]
         for example, image in zip(chunk, rebuilt, strict=True):
             mask = np.asarray(example.mask) > 0
             out.append(float(metrics.edit_success(example.source, example.target, image, mask)))

@@ -22,7 +22,7 @@ import optax
 
 from editmgt_jax.common_types import Array
 from editmgt_jax.training.lora import merge
-from editmgt_jax.training.losses import masked_token_loss
+from editmgt_jax.training.losses import attention_supervision_loss, masked_token_loss, pool_cells
 from editmgt_jax.training.masking import mask_tokens, training_timestep
 from editmgt_jax.training.train_state import TrainState
 
@@ -37,6 +37,22 @@ class StepOptions:
     ema_decay: float = 0.999
     timestep_convention: str = "mask_ratio"
     lora_scale: float = 0.0  # alpha / rank when the state trains LoRA adapters
+    # Edit-focused training (all off by default). "Changed" tokens are those where the target's id
+    # differs from the source's: with a local tokenizer, exactly the cells the edit changes.
+    changed_loss_weight: float = 1.0  # weight of masked changed tokens in the loss (others: 1)
+    changed_mask_rate: float = 0.0  # share of samples whose changed tokens are masked first
+    attention_loss_weight: float = 0.0  # weight of `attention_supervision_loss`
+    attention_blocks: tuple[int, ...] = ()  # blocks whose consolidated attention it supervises
+    attention_max_fraction: float = 0.5  # samples editing more of the image are left out
+    token_stride: int = 1  # transformer downsample factor (VQ cells per attention cell side)
+
+    @property
+    def uses_changed(self) -> bool:
+        return (
+            self.changed_loss_weight != 1.0
+            or self.changed_mask_rate > 0
+            or self.attention_loss_weight > 0
+        )
 
 
 def drop_conditions(rng, text_states, pooled, uncond_states, uncond_pooled, rate: float):
@@ -68,8 +84,16 @@ def make_train_step(
         if missing:
             raise KeyError(f"batch lacks {missing}; expected keys {BATCH_KEYS}")
         mask_rng, drop_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+        changed = None
+        if options.uses_changed:
+            changed = batch["target_tokens"] != batch["source_tokens"]
         inputs, mask, ratio = mask_tokens(
-            mask_rng, batch["target_tokens"], options.mask_id, options.min_mask_ratio
+            mask_rng,
+            batch["target_tokens"],
+            options.mask_id,
+            options.min_mask_ratio,
+            priority=changed,
+            priority_rate=options.changed_mask_rate,
         )
         text_states, pooled = drop_conditions(
             drop_rng,
@@ -83,7 +107,8 @@ def make_train_step(
         def loss_fn(params):
             if state.frozen_params is not None:
                 params = merge(state.frozen_params, params, options.lora_scale)
-            logits = model.apply(
+            supervise = options.attention_loss_weight > 0
+            out = model.apply(
                 {"params": params},
                 inputs,
                 text_states,
@@ -91,8 +116,21 @@ def make_train_step(
                 batch["micro_conds"],
                 training_timestep(ratio, options.timestep_convention),
                 source_tokens=batch["source_tokens"],
+                capture_blocks=options.attention_blocks if supervise else (),
+                capture_reduce=supervise,
             )
-            return masked_token_loss(logits, batch["target_tokens"], mask)
+            logits = out[0] if supervise else out
+            loss, metrics = masked_token_loss(
+                logits, batch["target_tokens"], mask, changed, options.changed_loss_weight
+            )
+            if supervise:
+                cells = pool_cells(changed, options.token_stride).reshape(changed.shape[0], -1)
+                attention_loss, attention_metrics = attention_supervision_loss(
+                    out[1], cells, options.attention_max_fraction
+                )
+                loss = loss + options.attention_loss_weight * attention_loss
+                metrics = dict(metrics, **attention_metrics, token_loss=metrics["loss"], loss=loss)
+            return loss, metrics
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         finite = jnp.isfinite(loss) & _all_finite(grads)

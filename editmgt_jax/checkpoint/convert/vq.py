@@ -31,8 +31,11 @@ from editmgt_jax.checkpoint.convert.table import (
     to_theirs,
 )
 from editmgt_jax.common_types import DType
+from editmgt_jax.models.patch_vq import CLASS_NAME as PATCH_VQ
+from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig
 from editmgt_jax.models.vq import VQConfig, VQModel
 
+_PATCH_KEY = "codebook"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 # Folder layouts we read: (config, weights glob), released layout first, then the fixture's.
 _LAYOUTS = (("config.json", "*.safetensors"), ("vq_config.json", "vq*.safetensors"))
@@ -148,7 +151,10 @@ def load_vq(
       ConversionError: listing every missing, unexpected or mis-shaped tensor.
     """
     config_name, pattern = _find_layout(folder)
-    config = VQConfig.from_diffusers(read_config(folder, config_name))
+    raw_config = read_config(folder, config_name)
+    if raw_config.get("_class_name") == PATCH_VQ:
+        return _load_patch_vq(folder, raw_config, pattern, dtype, param_dtype)
+    config = VQConfig.from_diffusers(raw_config)
     model = VQModel(config, dtype=dtype, param_dtype=param_dtype)
     state = read_state_dict(folder, pattern)
     params = to_ours(
@@ -160,12 +166,30 @@ def load_vq(
     return model, jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)
 
 
-def save_vq(folder: str, model: VQModel, params: dict) -> None:
-    """Writes `config.json` + `diffusion_pytorch_model.safetensors` in the diffusers layout.
+def _load_patch_vq(folder, config, pattern, dtype, param_dtype) -> tuple[PatchVQ, dict]:
+    """A `PatchVQ` folder: config.json (`_class_name: PatchVQ`) + its `codebook` tensor."""
+    model = PatchVQ(PatchVQConfig.from_diffusers(config), dtype=dtype, param_dtype=param_dtype)
+    state = read_state_dict(folder, pattern)
+    want = {_PATCH_KEY: (model.config.num_vq_embeddings, model.config.embed_dim)}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != want:
+        raise ConversionError(
+            f"PatchVQ checkpoint {folder!r} holds tensors {got}; expected exactly {want}"
+        )
+    return model, {_PATCH_KEY: jnp.asarray(state[_PATCH_KEY], param_dtype)}
+
+
+def save_vq(folder: str, model: VQModel | PatchVQ, params: dict) -> None:
+    """Writes `config.json` + `diffusion_pytorch_model.safetensors` in the diffusers layout (a
+    `PatchVQ` stores its one `codebook` tensor the same way).
 
     Parameters are written in their own dtype (bfloat16 becomes float32: safetensors' numpy
     writer has no bfloat16).
     """
+    if isinstance(model, PatchVQ):
+        state = {_PATCH_KEY: np.asarray(params[_PATCH_KEY], np.float32)}
+        write_folder(folder, model.config.to_diffusers(), state, WEIGHTS_NAME)
+        return
     state = to_theirs(vq_rules(model.config), params, what="VQ parameters")
     state = {
         key: value.astype(np.float32) if value.dtype == jnp.bfloat16 else value
