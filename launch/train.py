@@ -48,6 +48,12 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_EXPORT_TO = flags.DEFINE_string(
+    "export_to",
+    None,
+    "Write the latest checkpoint's EMA weights as a bundle to this folder and exit without "
+    "training (also while another process trains in the same workdir).",
+)
 
 
 class Preemption:
@@ -152,14 +158,19 @@ class MetricsLog:
             self.tb.close()
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs (or resumes) training; returns the last logged metrics."""
+def train(
+    config: ml_collections.ConfigDict, workdir: str, export_to: str | None = None
+) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the last logged metrics. With `export_to`, writes the
+    latest checkpoint as a bundle there instead and returns {"step", "bundle"}."""
     mesh = sharding.create_mesh(config.mesh.ici_parallelism, config.mesh.dcn_parallelism)
     validate(config, mesh)
     model_cfg = TransformerConfig.from_dict(config.model)
     model = Transformer(model_cfg)
     os.makedirs(workdir, exist_ok=True)
-    checkpoints = TrainCheckpoints(workdir, config.train.keep_checkpoints)
+    checkpoints = TrainCheckpoints(
+        workdir, config.train.keep_checkpoints, read_only=export_to is not None
+    )
     checkpoints.check_config(config)
     loader = make_loader(config)  # before any compute: a data path without records fails here
 
@@ -181,6 +192,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state, data_state = checkpoints.restore(start, abstract)
         loader.set_state(data_state)
         tqdm.write(f"Resumed from step {start} in {workdir}", file=sys.stderr)
+    if export_to is not None:
+        checkpoints.close()
+        loader.close()
+        if start is None:
+            raise FileNotFoundError(f"{workdir} holds no checkpoint to export")
+        options = step_options(config, model_cfg, lora)
+        bundle = bundle_from_state(config, state, options, inputs, start)
+        if jax.process_index() == 0:
+            save_bundle(export_to, bundle, overwrite=True)
+        return {"step": start, "bundle": os.path.abspath(export_to)}
 
     if start is None and not config.init_from and config.train.init_tables_from_codebook:
         state = init_tables_from_codebook(state, state_shardings, inputs, config.seed)
@@ -408,7 +429,7 @@ def main(argv):
     if logging.get_verbosity() == logging.INFO and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     initialize_distributed()
-    last = train(_CONFIG.value, _WORKDIR.value)
+    last = train(_CONFIG.value, _WORKDIR.value, export_to=_EXPORT_TO.value)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))
 

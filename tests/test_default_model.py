@@ -18,6 +18,7 @@ from editmgt_jax.checkpoint.bundle import MANIFEST
 from editmgt_jax.evaluation import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
 # Held-out world seed used only here (the eval default and the configs use others).
 TEST_SEED = 987_654
 
@@ -92,3 +93,66 @@ def test_default_model_keeps_the_outside_of_the_edit():
     assert np.mean(psnr) >= 30.0, psnr
     held = [r.hold_mask.mean() for r in results]
     assert np.mean(held) > 0.1, held  # region-hold is on by default and holds tokens
+
+
+def test_examples_are_the_worlds_scenes_with_their_instructions():
+    from data_pipelines.synthetic.phrasings import parse_instruction
+
+    with open(os.path.join(EXAMPLES, "jobs.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert sorted(r["category"] for r in rows) == sorted(
+        ["add", "remove", "replace", "color", "background change", "motion change", "style"]
+    )
+    for index, row in enumerate(rows):
+        example = make_example(77, index, size=64, split="train")
+        image = np.asarray(Image.open(os.path.join(EXAMPLES, row["image"])).convert("RGB"))
+        np.testing.assert_array_equal(image, example.source)
+        assert row["instruction"] == example.instruction
+        assert parse_instruction(row["instruction"])[0] == row["category"]
+
+
+def _readme_first_edit_command() -> str:
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Edit an image") :]
+    for line in section.splitlines():
+        if line.startswith("python -m launch.edit"):
+            return line
+    raise AssertionError("no launch.edit command in the README's 'Edit an image' section")
+
+
+def test_readme_first_edit_command_runs_as_written(tmp_path):
+    """The README's first edit command, verbatim, from a folder holding only `examples/`."""
+    import shlex
+    import shutil
+
+    command = _readme_first_edit_command()
+    assert "--checkpoint" not in command  # the embedded model, right after install
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    run = subprocess.run(
+        shlex.split(command.replace("python", sys.executable, 1)),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["edited"] == 1 and summary["failed"] == 0
+    out = [a for a in shlex.split(command) if a.endswith(".png")][-1]
+    assert (tmp_path / out).is_file()
+
+
+def test_the_embedded_model_warns_once_on_inputs_unlike_its_domain():
+    from editmgt_jax.editor import Editor
+
+    editor = Editor.from_bundle(DEFAULT_MODEL)
+    native = editor.prepare(np.zeros((64, 64, 3), np.uint8), "make the red circle blue")
+    assert native.warnings == []
+    photo = np.zeros((96, 128, 3), np.uint8)
+    first = editor.prepare(photo, "make the car red")
+    second = editor.prepare(photo, "make the car red")
+    [note] = first.warnings
+    assert "64x64" in note and "launch.convert" in note and "96x128" in note
+    assert second.warnings == []

@@ -94,3 +94,45 @@ def test_probe_summary_means_per_category_without_nans():
         ["add", "add", "style"], {"changed_acc_full": np.array([0.5, 1.0, np.nan])}
     )
     assert out == {"probe/changed_acc_full/add": 0.75, "probe/changed_acc_full": 0.75}
+
+
+def test_focused_training_logs_the_probe_and_exports_the_latest_checkpoint(tmp_path):
+    """launch.train with every edit-focused option and the held-out probe on, then
+    `--export_to`: the exported bundle is the run's own final bundle (same EMA weights)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = [sys.executable, "-m", "launch.train", "--config", "configs/smoke.py"]
+    base += ["--workdir", str(tmp_path / "run")]
+    focus = [
+        "--config.train.steps=4", "--config.train.log_every=2", "--config.train.probe_every=4",
+        "--config.train.probe_count=7", "--config.train.changed_loss_weight=4",
+        "--config.train.changed_mask_rate=0.5", "--config.train.attention_loss_weight=1",
+        "--config.train.attention_loss_blocks=(1,)", "--config.train.init_tables_from_codebook=True",
+    ]  # fmt: skip
+    subprocess.run(base + focus, cwd=repo, check=True, capture_output=True, timeout=900)
+    lines = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
+    train_lines = [x for x in lines if "loss" in x]
+    assert {"changed_accuracy", "attention_loss", "token_loss"} <= set(train_lines[-1])
+    [probe] = [x for x in lines if "probe/changed_acc_full" in x]
+    assert probe["step"] == 4 and 0 <= probe["probe/attention_auroc"] <= 1
+    assert {k.split("/")[-1] for k in probe if k.startswith("probe/changed_acc_full/")} == {
+        "add", "remove", "replace", "color", "background change", "motion change", "style"
+    }  # fmt: skip
+    exported = tmp_path / "exported"
+    run = subprocess.run(
+        base + focus + [f"--export_to={exported}"], cwd=repo, capture_output=True, text=True,
+        timeout=900, check=True,
+    )  # fmt: skip
+    assert json.loads(run.stdout.strip().splitlines()[-1])["final"]["step"] == 4
+    ours = load_file(str(exported / "transformer.safetensors"))
+    theirs = load_file(str(tmp_path / "run" / "bundle" / "transformer.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert json.load(open(exported / "bundle.json"))["metadata"]["trained_steps"] == 4

@@ -51,11 +51,18 @@ def _jsonable(config: ml_collections.ConfigDict) -> dict[str, Any]:
 class TrainCheckpoints:
     """Save/restore of (state, data position) under `<workdir>/checkpoints`."""
 
-    def __init__(self, workdir: str, max_to_keep: int = 3, asynchronous: bool = True):
+    def __init__(
+        self, workdir: str, max_to_keep: int = 3, asynchronous: bool = True, read_only=False
+    ):
+        """`read_only`: restore only, never write or delete (safe beside a running trainer)."""
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
+        self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=asynchronous,
+            create=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data")
@@ -74,7 +81,7 @@ class TrainCheckpoints:
                     f"{self.workdir} holds a checkpoint of an incompatible config; differing "
                     "fields:\n  " + "\n  ".join(diffs) + "\nUse a new --workdir."
                 )
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and not self.read_only:
             with atomic_path(path) as tmp, open(tmp, "w") as f:
                 json.dump(current, f, indent=2, sort_keys=True)
 
