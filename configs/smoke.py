@@ -97,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             sample_count=4,
             # Edit-focused training (editmgt_jax/training/step.py StepOptions); off here.
             changed_loss_weight=1.0,
+            changed_loss_per_example=False,
             changed_mask_rate=0.0,
             attention_loss_weight=0.0,
             attention_loss_blocks=(),

@@ -296,6 +296,7 @@ def step_options(config, model_cfg: TransformerConfig, lora) -> StepOptions:
         timestep_convention=model_cfg.timestep_convention,
         lora_scale=config.lora.alpha / config.lora.rank if lora is not None else 0.0,
         changed_loss_weight=train.changed_loss_weight,
+        changed_loss_per_example=train.changed_loss_per_example,
         changed_mask_rate=train.changed_mask_rate,
         attention_loss_weight=train.attention_loss_weight,
         attention_blocks=tuple(train.attention_loss_blocks),

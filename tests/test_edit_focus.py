@@ -136,3 +136,19 @@ def test_focused_training_logs_the_probe_and_exports_the_latest_checkpoint(tmp_p
     for key in ours:
         np.testing.assert_array_equal(ours[key], theirs[key])
     assert json.load(open(exported / "bundle.json"))["metadata"]["trained_steps"] == 4
+
+
+def test_per_example_edit_loss_counts_every_edit_the_same():
+    rng = np.random.default_rng(5)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 4, 6)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 6, (3, 4, 4)))
+    mask = jnp.asarray(rng.random((3, 4, 4)) < 0.8)
+    changed = np.zeros((3, 4, 4), bool)
+    changed[0] = True  # a global edit
+    changed[1, 0, :2] = True  # a local one
+    loss, _ = masked_token_loss(logits, targets, mask, jnp.asarray(changed), 2.0, per_example=True)
+    ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+    m = np.asarray(mask)
+    plain = ce[m].mean()
+    edits = [ce[i][m[i] & changed[i]].mean() for i in (0, 1) if (m[i] & changed[i]).any()]
+    np.testing.assert_allclose(loss, plain + 2.0 * np.mean(edits), rtol=1e-5)

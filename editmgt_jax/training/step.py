@@ -40,6 +40,7 @@ class StepOptions:
     # Edit-focused training (all off by default). "Changed" tokens are those where the target's id
     # differs from the source's: with a local tokenizer, exactly the cells the edit changes.
     changed_loss_weight: float = 1.0  # weight of masked changed tokens in the loss (others: 1)
+    changed_loss_per_example: bool = False  # ... as a per-example mean (losses.masked_token_loss)
     changed_mask_rate: float = 0.0  # share of samples whose changed tokens are masked first
     attention_loss_weight: float = 0.0  # weight of `attention_supervision_loss`
     attention_blocks: tuple[int, ...] = ()  # blocks whose consolidated attention it supervises
@@ -50,6 +51,7 @@ class StepOptions:
     def uses_changed(self) -> bool:
         return (
             self.changed_loss_weight != 1.0
+            or self.changed_loss_per_example
             or self.changed_mask_rate > 0
             or self.attention_loss_weight > 0
         )
@@ -121,7 +123,12 @@ def make_train_step(
             )
             logits = out[0] if supervise else out
             loss, metrics = masked_token_loss(
-                logits, batch["target_tokens"], mask, changed, options.changed_loss_weight
+                logits,
+                batch["target_tokens"],
+                mask,
+                changed,
+                options.changed_loss_weight,
+                per_example=options.changed_loss_per_example,
             )
             if supervise:
                 cells = pool_cells(changed, options.token_stride).reshape(changed.shape[0], -1)
