@@ -66,7 +66,6 @@ def vision_config(config: Mapping[str, Any], has_projection: bool = True) -> Vis
     )
 
 
-
 def is_ignored(key: str) -> bool:
     return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES)
 

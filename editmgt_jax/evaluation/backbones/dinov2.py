@@ -57,7 +57,6 @@ def vision_config(config: Mapping[str, Any]) -> VisionConfig:
     )
 
 
-
 def is_ignored(key: str) -> bool:
     return key.startswith(IGNORED_PREFIXES)
 

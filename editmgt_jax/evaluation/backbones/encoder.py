@@ -184,9 +184,7 @@ def resize_position_grid(patch_positions: Array, grid: tuple[int, int]) -> Array
     rows = jnp.asarray(bicubic_matrix(side, grid[0]), jnp.float32)
     cols = jnp.asarray(bicubic_matrix(side, grid[1]), jnp.float32)
     table = patch_positions.astype(jnp.float32).reshape(side, side, dim)
-    resized = jnp.einsum(
-        "ai,bj,ijd->abd", rows, cols, table, precision=jax.lax.Precision.HIGHEST
-    )
+    resized = jnp.einsum("ai,bj,ijd->abd", rows, cols, table, precision=jax.lax.Precision.HIGHEST)
     return resized.reshape(grid[0] * grid[1], dim).astype(patch_positions.dtype)
 
 
@@ -242,7 +240,9 @@ class VisionLayer(nn.Module):
         x = x + self._scale("layer_scale1", attn)
         h = LayerNorm(name="norm2", **norm_kw)(x)
         if cfg.use_swiglu_ffn:
-            both = dense(2 * cfg.intermediate_size, (EMBED, MLP), use_bias=True, name="swiglu_in", **kw)(h)
+            both = dense(
+                2 * cfg.intermediate_size, (EMBED, MLP), use_bias=True, name="swiglu_in", **kw
+            )(h)
             gate, value = jnp.split(both, 2, axis=-1)
             h = dense(d, (MLP, EMBED), use_bias=True, name="swiglu_out", **kw)(
                 jax.nn.silu(gate) * value

@@ -22,13 +22,17 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from editmgt_jax.checkpoint.convert.safetensors_io import read_config, read_state_dict, write_folder
-from editmgt_jax.checkpoint.convert.table import abstract_param_shapes, to_ours, to_theirs
+from editmgt_jax.checkpoint.convert.table import (
+    abstract_param_shapes,
+    to_ours,
+    to_theirs,
+    unflatten,
+)
 from editmgt_jax.checkpoint.convert.text_clip import clip_text_rules
 from editmgt_jax.common_types import to_precision
 from editmgt_jax.evaluation.backbones import clip_vision, dinov2, vit
@@ -110,7 +114,9 @@ class Backbone:
         """All outputs for float32 [B, H, W, C] normalised pixels, as numpy arrays."""
         pixels = np.asarray(pixels, np.float32)
         if pixels.ndim != 4:
-            raise ValueError(f"Expected pixels [batch, height, width, channels], got {pixels.shape}")
+            raise ValueError(
+                f"Expected pixels [batch, height, width, channels], got {pixels.shape}"
+            )
         parts = []
         for start in range(0, len(pixels), EMBED_BATCH):
             chunk = pixels[start : start + EMBED_BATCH]
@@ -159,13 +165,13 @@ def _vision_config(kind: str, config: Mapping[str, Any], has_projection: bool) -
 def param_shapes(model: VisionTransformer) -> dict[str, tuple[int, ...]]:
     """Our '/'-path -> shape at the config's image size, without allocating."""
     cfg = model.config
-    sample = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32)
+    sample = jax.ShapeDtypeStruct(
+        (1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32
+    )
     return abstract_param_shapes(model, sample)
 
 
-def load_backbone(
-    folder: str, precision: str = "highest", with_text: bool = True
-) -> Backbone:
+def load_backbone(folder: str, precision: str = "highest", with_text: bool = True) -> Backbone:
     """Reads a transformers-layout backbone folder (see the module docstring).
 
     Args:
@@ -205,16 +211,30 @@ def load_backbone(
     return Backbone(kind, folder, vision, dict(config), model, params, text)
 
 
-def init_backbone(
-    config: Mapping[str, Any], key: jax.Array, precision: str = "highest"
-) -> Backbone:
-    """A randomly initialised backbone of a transformers config dict (tests, smoke runs)."""
+def init_backbone(config: Mapping[str, Any], seed: int = 0) -> Backbone:
+    """A backbone of a transformers config dict with random weights (tests, smoke runs), drawn
+    with numpy (no init compile): kernels N(0, 1/fan_in), norm gains 1 + N(0, 0.1), biases and
+    layer scales N(0, 0.05) around their init, embeddings N(0, 1)."""
     kind = backbone_kind(config)
     vision = _vision_config(kind, config, has_projection=True)
-    model = VisionTransformer(vision, precision=to_precision(precision))
-    sample = jnp.zeros((1, vision.image_size, vision.image_size, vision.num_channels))
-    params = nn.meta.unbox(jax.jit(model.init)(key, sample)["params"])
-    return Backbone(kind, "", vision, dict(config), model, params)
+    model = VisionTransformer(vision)
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in param_shapes(model).items():
+        name = path.rsplit("/", 1)[-1]
+        noise = rng.normal(size=shape)
+        if name == "kernel":
+            value = noise / np.sqrt(np.prod(shape[:-1]))
+        elif name == "scale":
+            value = 1.0 + 0.1 * noise
+        elif name.startswith("layer_scale"):
+            value = float(vision.layerscale_value) + 0.05 * noise
+        elif name == "bias":
+            value = 0.05 * noise
+        else:  # class and position embeddings
+            value = noise
+        flat[path] = jnp.asarray(value, jnp.float32)
+    return Backbone(kind, "", vision, dict(config), model, unflatten(flat))
 
 
 def save_backbone(folder: str, backbone: Backbone) -> None:
