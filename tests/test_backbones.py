@@ -21,7 +21,7 @@ from editmgt_jax.models.text.clip import CLIPText, CLIPTextConfig
 from editmgt_jax.models.text.tokenizer import TextTokenizer
 from tests import vision_reference
 from tests.fixtures_path import fixtures_dir
-from tests.test_convert_folder import word_tokenizer
+from tests.released_layout import word_tokenizer
 
 TOL = 1e-4
 FIXTURES = {"clip": "clip_vision_tiny", "dino_vit": "dino_vit_tiny", "dinov2": "dinov2_tiny"}

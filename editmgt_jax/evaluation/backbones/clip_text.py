@@ -48,6 +48,11 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 TEXT_BATCH = 16
 
 
+def batch_bucket(n: int, cap: int) -> int:
+    """Rows per forward for n texts: the next power of two, at most `cap`."""
+    return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _text_embeds(model: CLIPText, params: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
     return model.apply({"params": params}, ids, mask).text_embeds
@@ -65,15 +70,16 @@ class CLIPTextTower:
         """float32 [len(texts), projection_dim]."""
         batch = self.tokenizer(list(texts))
         parts = []
-        for start in range(0, len(batch.input_ids), TEXT_BATCH):
-            ids = batch.input_ids[start : start + TEXT_BATCH]
-            mask = batch.attention_mask[start : start + TEXT_BATCH]
-            pad = min(TEXT_BATCH, len(batch.input_ids)) - len(ids)
+        size = batch_bucket(len(batch.input_ids), TEXT_BATCH)
+        for start in range(0, len(batch.input_ids), size):
+            ids = batch.input_ids[start : start + size]
+            mask = batch.attention_mask[start : start + size]
+            pad = size - len(ids)
             if pad:
                 ids = np.concatenate([ids, np.repeat(ids[:1], pad, axis=0)])
                 mask = np.concatenate([mask, np.repeat(mask[:1], pad, axis=0)])
             out = _text_embeds(self.model, self.params, jnp.asarray(ids), jnp.asarray(mask))
-            parts.append(np.asarray(out)[: TEXT_BATCH - pad])
+            parts.append(np.asarray(out)[: size - pad])
         return np.concatenate(parts)
 
 

@@ -48,6 +48,12 @@ _ARCHITECTURES = {"clip": clip_vision, "dino_vit": vit, "dinov2": dinov2}
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
+def batch_bucket(n: int, cap: int = EMBED_BATCH) -> int:
+    """Rows per forward for n inputs: the next power of two, at most `cap` (few shapes, few
+    compiles, little padding)."""
+    return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+
 def backbone_kind(config: Mapping[str, Any], folder: str = "") -> str:
     """'clip', 'dino_vit' or 'dinov2' from a config.json dict; raises for anything else."""
     model_type = config.get("model_type")
@@ -118,9 +124,10 @@ class Backbone:
                 f"Expected pixels [batch, height, width, channels], got {pixels.shape}"
             )
         parts = []
-        for start in range(0, len(pixels), EMBED_BATCH):
-            chunk = pixels[start : start + EMBED_BATCH]
-            pad = min(EMBED_BATCH, len(pixels)) - len(chunk)
+        batch = batch_bucket(len(pixels))
+        for start in range(0, len(pixels), batch):
+            chunk = pixels[start : start + batch]
+            pad = batch - len(chunk)
             padded = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)]) if pad else chunk
             out = jax.device_get(_forward(self.model, self.params, jnp.asarray(padded)))
             parts.append([None if x is None else np.asarray(x)[: len(chunk)] for x in out])
