@@ -49,9 +49,9 @@ _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 def batch_bucket(n: int, cap: int = EMBED_BATCH) -> int:
-    """Rows per forward for n inputs: the next power of two, at most `cap` (few shapes, few
-    compiles, little padding)."""
-    return min(cap, 1 << max(0, int(n) - 1).bit_length())
+    """Rows per forward for n inputs: `cap`, or half of it for a few (two shapes, so at most two
+    compiles per input size)."""
+    return cap // 2 if n <= cap // 2 else cap
 
 
 def backbone_kind(config: Mapping[str, Any], folder: str = "") -> str:

@@ -3,7 +3,8 @@
 Per setting (MagicBrush: `independent`, `iterative`; the others: `edited`) it writes
 
     OUT/<setting>/<key>.png       the edit, at the input's size
-    OUT/<setting>/<key>.npz       its consolidated attention (`heatmap`) and hold mask
+    OUT/<setting>/<key>.npz       its consolidated attention (`heatmap`), hold mask, tokens and
+                                  source tokens (token grid)
     OUT/<setting>/records.jsonl   one line of metrics per edit
     OUT/<setting>/figure.png      source | (target) | edited | (mask) | attention | held rows
 
@@ -280,7 +281,12 @@ class BenchmarkRun:
             )
             for i, result in zip(todo, results, strict=True):
                 png, npz = self._paths(setting, chunk[i].key)
-                maps[i] = dict(heatmap=result.heatmap, hold_mask=result.hold_mask)
+                maps[i] = dict(
+                    heatmap=result.heatmap,
+                    hold_mask=result.hold_mask,
+                    tokens=result.tokens,
+                    source_tokens=result.source_tokens,
+                )
                 _save_npz(npz, **maps[i])  # before the png: a png marks a finished edit
                 imio.save_image(png, result.image)
                 edits[i] = result.image
@@ -490,11 +496,10 @@ def run_magicbrush(
             records, figure = run.run_setting(setting, part, turns_total, lambda e: e.source)
             skipped = Counter(part.skipped)
         else:
-            records, figure, skipped = _iterative(
-                run, data, captions, chosen, sessions, turns_total
-            )
+            records, figure, skipped = _iterative(run, data, captions, chosen, sessions)
         for row in records:
             row["final_turn"] = row["turn_index"] == finals[row["img_id"]]
+        write_records(os.path.join(run.out, setting, RECORDS_FILE), records)
         block = summary_block(records, names)
         block["final_turn"] = summarize([r for r in records if r["final_turn"]], names)
         block["skipped"] = dict(skipped)
