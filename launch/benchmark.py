@@ -193,7 +193,15 @@ def main(argv):
     checkpoint = FLAGS.checkpoint or DEFAULT_MODEL
     if not os.path.isdir(checkpoint):
         raise app.UsageError(f"Checkpoint folder {checkpoint!r} does not exist")
-    result = run_benchmark(
+    try:
+        result = _run_from_flags(checkpoint)
+    except (FileNotFoundError, ValueError) as e:  # layout, key and settings errors included
+        raise app.UsageError(str(e)) from e
+    print(json.dumps(summary_line(result, FLAGS.out)))
+
+
+def _run_from_flags(checkpoint: str) -> dict:
+    return run_benchmark(
         FLAGS.suite,
         FLAGS.data,
         FLAGS.out,
@@ -221,7 +229,6 @@ def main(argv):
         gedit_model_name=FLAGS.gedit_model_name,
         figure_rows=FLAGS.figure_rows,
     )
-    print(json.dumps(summary_line(result, FLAGS.out)))
 
 
 if __name__ == "__main__":

@@ -159,10 +159,11 @@ def score(examples: Sequence[Example], inputs, edits, scorer) -> list[dict]:
         else:
             row.update(psnr_unedit_part=float("nan"), mse_unedit_part=float("nan"))
             row.update(ssim_unedit_part=float("nan"), lpips_unedit_part=float("nan"))
-        distance = scorer.structure_distance(src, edit)
-        if distance is not None:
-            row["structure_distance"] = distance
         rows.append(row)
+    distances = scorer.structure_distances(inputs, edits)
+    if distances is not None:
+        for row, distance in zip(rows, distances, strict=True):
+            row["structure_distance"] = distance
     edited_part = [
         np.uint8(edit * e.mask[..., None].astype(np.uint8))
         for e, edit in zip(examples, edits, strict=True)

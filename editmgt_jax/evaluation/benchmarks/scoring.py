@@ -72,15 +72,22 @@ class Scorer:
             return None
         return self.dino.embed(bp.dino_pixels(images))
 
-    def structure_distance(self, source: np.ndarray, edited: np.ndarray) -> float | None:
-        """PIE-Bench's structure distance of two images of one size (None without DINO)."""
-        if self.dino is None:
+    def structure_distances(
+        self, sources: Sequence[np.ndarray], edits: Sequence[np.ndarray]
+    ) -> list[float] | None:
+        """PIE-Bench's structure distance of each (source, edit) pair (None without DINO)."""
+        if self.dino is None or not len(sources):
             return None
-        pixels = np.stack(
-            [bp.structure_pixels(np.asarray(x, np.float32)) for x in (source, edited)]
-        )
-        keys = self.dino.last_layer_keys(pixels)
-        return bm.structure_distance(keys[0], keys[1])
+        pixels = [bp.structure_pixels(np.asarray(x, np.float32)) for x in (*sources, *edits)]
+        keys: list[np.ndarray | None] = [None] * len(pixels)
+        for shape in {p.shape for p in pixels}:  # one batch per input size
+            where = [i for i, p in enumerate(pixels) if p.shape == shape]
+            for i, k in zip(
+                where, self.dino.last_layer_keys(np.stack([pixels[i] for i in where])), strict=True
+            ):
+                keys[i] = k
+        n = len(sources)
+        return [bm.structure_distance(keys[i], keys[n + i]) for i in range(n)]
 
     def lpips(self, a: np.ndarray, b: np.ndarray) -> float | None:
         """LPIPS of two float images [H, W, 3] in [0, 1] (None with --lpips none)."""
