@@ -40,7 +40,7 @@ from editmgt_jax.evaluation.backbones.clip_text import CLIPTextTower, load_clip_
 from editmgt_jax.evaluation.backbones.encoder import VisionConfig, VisionOutput, VisionTransformer
 
 WEIGHTS_NAME = "model.safetensors"
-# Rows per jitted forward: a fixed batch shape, so a long list of images compiles once.
+# Rows per jitted forward (or half of it for a few inputs): a long list of images compiles once.
 EMBED_BATCH = 16
 # What `embed` returns, per kind (the feature each benchmark compares).
 EMBEDDING = {"clip": "image_embeds", "dino_vit": "cls", "dinov2": "pooler_output"}
