@@ -27,7 +27,7 @@ def notebook_script(path: str) -> str:
 
 
 def test_notebook_code_cells_run(tmp_path):
-    from tests.test_convert_folder import released_folder
+    from tests.released_layout import released_folder
 
     assert os.path.isdir(DEFAULT_MODEL), "the embedded default model is missing"
     script = tmp_path / "notebook.py"
