@@ -312,8 +312,12 @@ class Editor:
             )
         return self._model_fns[key]
 
-    def decode_config(self, steps: int, grid: tuple[int, int]) -> DecodeConfig:
+    def decode_config(
+        self, steps: int, grid: tuple[int, int], sample_temperature: float | None = None
+    ) -> DecodeConfig:
         """The sampler's static settings for `steps` on a token grid (h, w)."""
+        if sample_temperature is None:
+            sample_temperature = float(self.pipeline["sample_temperature"])
         stride = self.config.token_stride
         return DecodeConfig(
             num_steps=int(steps),
@@ -323,6 +327,7 @@ class Editor:
             timestep_convention=self.config.timestep_convention,
             score_grid=(grid[0] // stride, grid[1] // stride),
             smoothing=self.pipeline["smoothing"],
+            sample_temperature=float(sample_temperature),
         )
 
     def _uncond_text(self):
@@ -377,6 +382,7 @@ class Editor:
         reference_strength: float | None = None,
         paste_back: bool | None = None,
         paste_back_tolerance: float | None = None,
+        sample_temperature: float | None = None,
         batch_size: int = 4,
         resolution: int | None = None,
         progress: Callable[[int], None] | None = None,
@@ -397,6 +403,8 @@ class Editor:
                 id changed (the VQ encoder sees past a token's own cell, so an edit nearby can
                 change the ids of cells it did not touch). 0 (the default unless the bundle's
                 pipeline sets it): only held / unchanged tokens. Costs one more VQ decode.
+            sample_temperature: masked tokens are sampled from softmax(logits / t); 0 takes the
+                most likely code (default: the bundle's pipeline value; 1 as official).
             batch_size: edits per sampler call (per bucket shape).
             resolution: longer side in pixels of the buckets (default: the bundle's).
             progress: called with the number of edits finished after each chunk.
@@ -413,6 +421,13 @@ class Editor:
             raise ValueError(f"paste_back_tolerance must be in [0, 255], got {tolerance}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        temperature = float(
+            self.pipeline["sample_temperature"]
+            if sample_temperature is None
+            else sample_temperature
+        )
+        if not (np.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"sample_temperature must be >= 0, got {temperature}")
         strength = float(
             self.pipeline["reference_strength"]
             if reference_strength is None
@@ -438,6 +453,7 @@ class Editor:
                     strength,
                     paste_back,
                     tolerance,
+                    temperature,
                 )
                 for i, out in zip(part, outs, strict=False):
                     results[i] = out
@@ -453,6 +469,7 @@ class Editor:
         strength: float,
         paste_back: bool,
         tolerance: float,
+        sample_temperature: float,
     ) -> list[EditResult]:
         cfg = self.config
         stride = self.vq_config.stride
@@ -506,7 +523,7 @@ class Editor:
             self.model_fn(strength, use_query),
             inputs,
             keys,
-            self.decode_config(steps, grid),
+            self.decode_config(steps, grid, sample_temperature),
             params=self.params,
         )
         edited = imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, state.tokens)))

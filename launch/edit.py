@@ -82,6 +82,12 @@ def define_flags() -> None:
         "many uint8 levels of the decoded source tokens (0: only held / unchanged tokens; "
         "default: the checkpoint's pipeline setting).",
     )
+    flags.DEFINE_float(
+        "sample_temperature",
+        None,
+        "Softmax temperature of the token samples; 0 takes the most likely code (default: the "
+        "checkpoint's pipeline setting; 1 as official).",
+    )
     flags.DEFINE_integer("seed", 0, "PRNG seed of every edit (a job's 'seed' overrides it).")
     flags.DEFINE_integer("batch_size", 4, "Edits per sampler call.")
     flags.DEFINE_integer("resolution", None, "Longer side in pixels the model sees.")
@@ -117,6 +123,7 @@ class Options:
     query: str | None = None
     paste_back: bool | None = None
     paste_back_tolerance: float | None = None
+    sample_temperature: float | None = None
     seed: int = 0
     batch_size: int = 4
     resolution: int | None = None
@@ -138,6 +145,8 @@ class Options:
             raise ValueError(f"--reference_strength must be > 0, got {self.reference_strength}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.sample_temperature is not None and not self.sample_temperature >= 0:
+            raise ValueError(f"--sample_temperature must be >= 0, got {self.sample_temperature}")
         if self.query is not None and not self.query.strip():
             raise ValueError("--query is empty")
 
@@ -306,6 +315,7 @@ def run_jobs(editor, jobs: list[Job], options: Options) -> dict[str, Any]:
             reference_strength=options.reference_strength,
             paste_back=options.paste_back,
             paste_back_tolerance=options.paste_back_tolerance,
+            sample_temperature=options.sample_temperature,
             batch_size=options.batch_size,
             resolution=options.resolution,
             progress=bar.update,
@@ -345,6 +355,7 @@ def _options_from_flags() -> Options:
         query=FLAGS.query,
         paste_back=FLAGS.paste_back,
         paste_back_tolerance=FLAGS.paste_back_tolerance,
+        sample_temperature=FLAGS.sample_temperature,
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,
         resolution=FLAGS.resolution,

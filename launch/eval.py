@@ -70,6 +70,9 @@ def define_flags() -> None:
     flags.DEFINE_float(
         "paste_back_tolerance", None, "Paste-back pixel tolerance (default: the bundle's)."
     )
+    flags.DEFINE_float(
+        "sample_temperature", None, "Token sampling temperature (default: the bundle's)."
+    )
     flags.DEFINE_integer("batch_size", 16, "Edits per sampler call.", lower_bound=1)
     flags.DEFINE_integer("edit_seed", 0, "PRNG seed of every edit.")
     flags.DEFINE_integer("figure_per_category", 2, "Figure rows per category.", lower_bound=0)
@@ -112,6 +115,7 @@ def evaluate(
     guidance: float | None = None,
     paste_back: bool | None = None,
     paste_back_tolerance: float | None = None,
+    sample_temperature: float | None = None,
     batch_size: int = 16,
     edit_seed: int = 0,
     figure_per_category: int = 2,
@@ -135,6 +139,7 @@ def evaluate(
         guidance=guidance,
         paste_back=paste_back,
         paste_back_tolerance=paste_back_tolerance,
+        sample_temperature=sample_temperature,
         batch_size=batch_size,
     )
     held = run_edits(editor, examples, lam, **common)
@@ -181,6 +186,11 @@ def evaluate(
                 else paste_back_tolerance
             ),
             guidance=guidance,
+            sample_temperature=float(
+                editor.pipeline["sample_temperature"]
+                if sample_temperature is None
+                else sample_temperature
+            ),
             capture_blocks=list(editor.pipeline["capture_blocks"]),
             edit_seed=edit_seed,
         ),
@@ -229,6 +239,7 @@ def main(argv):
         guidance=FLAGS.guidance,
         paste_back=FLAGS.paste_back,
         paste_back_tolerance=FLAGS.paste_back_tolerance,
+        sample_temperature=FLAGS.sample_temperature,
         batch_size=FLAGS.batch_size,
         edit_seed=FLAGS.edit_seed,
         figure_per_category=FLAGS.figure_per_category,

@@ -45,6 +45,7 @@ DEFAULT_PIPELINE = dict(
     schedule="cosine",
     smoothing="adaptive",
     temperature=[2.0, 0.0],
+    sample_temperature=1.0,  # softmax temperature of the token samples (0: most likely code)
     aesthetic_score=6.0,
     paste_back=False,  # source pixels back on held / unchanged tokens (see Editor.run)
     paste_back_tolerance=0.0,  # ... and where the decoded edit is this close to the source's

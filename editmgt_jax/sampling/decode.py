@@ -70,6 +70,9 @@ class DecodeConfig:
         score_grid: (h, w) of the model's score map; None infers it: the token grid when n == H * W,
             the half grid when n == (H/2) * (W/2), else a square.
         smoothing: "adaptive" (official), "gaussian" or "none".
+        sample_temperature: masked tokens are sampled from softmax(logits / t); 1 as official, 0
+            takes the most likely code (a small model's spread-out distribution otherwise puts
+            random codes into an edit).
         record_steps: keep per-step records ([N, B, H, W]) in the state, for tests and plots.
     """
 
@@ -80,9 +83,12 @@ class DecodeConfig:
     timestep_convention: str = "official"
     score_grid: tuple[int, int] | None = None
     smoothing: str = "adaptive"
+    sample_temperature: float = 1.0
     record_steps: bool = False
 
     def __post_init__(self):
+        if not (np.isfinite(self.sample_temperature) and self.sample_temperature >= 0):
+            raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature!r}")
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {self.num_steps!r}")
         if not isinstance(self.mask_token_id, int) or self.mask_token_id < 0:
@@ -356,7 +362,11 @@ def _step(
     noise = jax.vmap(lambda k: jax.random.gumbel(k, (height, width, codes + 1), jnp.float32))(
         step_keys
     )
-    sampled = jnp.argmax(logits + noise[..., :codes], axis=-1).astype(jnp.int32)
+    if config.sample_temperature == 0:
+        sampled = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        scaled = logits if config.sample_temperature == 1 else logits / config.sample_temperature
+        sampled = jnp.argmax(scaled + noise[..., :codes], axis=-1).astype(jnp.int32)
     sampled = jnp.where(unknown, sampled, tokens)
 
     held = jnp.zeros_like(unknown)
