@@ -331,3 +331,30 @@ def test_each_edit_writes_lossless_pngs_under_names_of_its_own(tmp_path):
     heat = outputs.overlay(ran.result.source, ran.result.heatmap_image())
     np.testing.assert_array_equal(np.asarray(Image.open(first.heatmap)), heat)
     assert not [n for n in os.listdir(os.path.dirname(first.edited)) if not n.endswith(".png")]
+
+
+def test_requests_share_a_sampler_call_only_when_they_share_its_program(editor, upload_dir):
+    def key(layers=(), **changes):
+        edit = inputs.parse(editor, _values(upload_dir, layers, **changes), upload_dir, LIMITS)
+        return batching.program_key(editor, edit)
+
+    base = key()
+    # Per-sample values: same program.
+    for same in (
+        key(["layer.png"]),
+        key(seed=99),
+        key(hold_threshold=0.9),
+        key(guidance=5.0),
+        key(instruction="add a cat"),
+    ):
+        assert same == base
+    # Static settings: a program (and a sampler call) of their own.
+    for other in (
+        key(steps=4),
+        key(reference_strength=1.5),
+        key(paste_back=False),
+        key(query="blue"),
+        key(guidance=1.0),
+    ):
+        assert other != base
+    assert batching.plan([base, key(steps=4), base, base], batch_size=2) == [[0, 2], [3], [1]]

@@ -29,7 +29,12 @@ from editmgt_jax.serving.examples import Example
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("before_after", "edited", "heatmap", "hold", "info")
-CSS = "#info { font-size: 0.85em; }"
+# Small images (the embedded model works at 64 px) fill their boxes, pixels kept sharp.
+CSS = """
+#edited img, #heatmap img, #hold img { width: 100%; height: 100%; object-fit: contain; }
+#edited img, #heatmap img, #hold img, #before_after img { image-rendering: pixelated; }
+#info { font-size: 0.85em; }
+"""
 
 
 @dataclasses.dataclass
@@ -234,20 +239,22 @@ def build(editor, settings: Settings) -> gr.Blocks:
                     format="png",
                     interactive=False,
                 )
-                edited = gr.Image(
-                    label="Edited",
-                    elem_id="edited",
-                    type="filepath",
-                    format="png",
-                    interactive=False,
-                )
                 with gr.Row():
+                    edited = gr.Image(
+                        label="Edited",
+                        elem_id="edited",
+                        type="filepath",
+                        format="png",
+                        interactive=False,
+                        height=240,
+                    )
                     heatmap = gr.Image(
-                        label="Consolidated attention (heatmap)",
+                        label="Heatmap (consolidated attention)",
                         elem_id="heatmap",
                         type="filepath",
                         format="png",
                         interactive=False,
+                        height=240,
                     )
                     hold = gr.Image(
                         label="Hold mask (white = kept from the source)",
@@ -255,6 +262,7 @@ def build(editor, settings: Settings) -> gr.Blocks:
                         type="filepath",
                         format="png",
                         interactive=False,
+                        height=240,
                     )
                 info = gr.JSON(label="Info", elem_id="info", open=True)
         if settings.examples:

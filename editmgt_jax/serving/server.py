@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -33,6 +34,13 @@ class Server:
 
     def close(self) -> None:
         self.blocks.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (for tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def start(
