@@ -107,18 +107,15 @@ class EditHandler:
         rows = list(zip(*columns, strict=True))
         answers: list[tuple | None] = [None] * len(rows)
         valid: list[tuple[int, inputs.Edit]] = []
+        limits, upload_dir = self.settings.limits, self.settings.upload_dir
         for i, row in enumerate(rows):
             try:
-                valid.append(
-                    (
-                        i,
-                        inputs.parse(
-                            self.editor, row, self.settings.upload_dir, self.settings.limits
-                        ),
-                    )
-                )
+                valid.append((i, inputs.parse(self.editor, row, upload_dir, limits)))
             except inputs.InputError as e:
                 answers[i] = (None, None, None, None, outputs.error_info(str(e)))
+            except Exception as e:  # a surprise fails this request only, not its batch-mates
+                logger.exception("Could not read a request")
+                answers[i] = (None, None, None, None, outputs.error_info(f"Bad request: {e}"))
         ran = batching.run_all(self.editor, [edit for _, edit in valid], self.settings.batch_size)
         for (i, edit), outcome in zip(valid, ran, strict=True):
             answers[i] = self.edit_one(edit, outcome)
