@@ -152,3 +152,17 @@ def test_per_example_edit_loss_counts_every_edit_the_same():
     plain = ce[m].mean()
     edits = [ce[i][m[i] & changed[i]].mean() for i in (0, 1) if (m[i] & changed[i]).any()]
     np.testing.assert_allclose(loss, plain + 2.0 * np.mean(edits), rtol=1e-5)
+
+
+def test_update_pipeline_sets_known_fields_and_names_unknown_ones(smoke_bundle, tmp_path):
+    import shutil
+
+    from editmgt_jax.checkpoint.bundle import load_bundle, update_pipeline
+
+    path = str(tmp_path / "bundle")
+    shutil.copytree(smoke_bundle, path)
+    update_pipeline(path, hold_threshold=0.25, sample_temperature=0.0)
+    pipeline = load_bundle(path).pipeline
+    assert pipeline["hold_threshold"] == 0.25 and pipeline["sample_temperature"] == 0.0
+    with pytest.raises(ValueError, match="no_such_field"):
+        update_pipeline(path, no_such_field=1)

@@ -157,6 +157,23 @@ def update_metadata(path: str, **fields: Any) -> dict[str, Any]:
     return manifest["metadata"]
 
 
+def update_pipeline(path: str, **fields: Any) -> dict[str, Any]:
+    """Sets pipeline defaults (e.g. the sampler settings chosen on a tuning split) of the bundle at
+    `path` (bundle.json rewritten atomically; weights untouched); returns the new pipeline.
+    Unknown field names raise ValueError naming them."""
+    from editmgt_jax.atomic import atomic_path
+
+    unknown = sorted(set(fields) - set(DEFAULT_PIPELINE))
+    if unknown:
+        raise ValueError(f"Unknown pipeline field(s) {unknown}; known: {sorted(DEFAULT_PIPELINE)}")
+    manifest = read_manifest(path)
+    manifest["pipeline"] = {**DEFAULT_PIPELINE, **manifest["pipeline"], **fields}
+    text = json.dumps(manifest, indent=2)
+    with atomic_path(os.path.join(path, MANIFEST)) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    return manifest["pipeline"]
+
+
 def _load_params(path: str, name: str, required: bool = True) -> dict[str, Any] | None:
     file = os.path.join(path, name)
     if not os.path.isfile(file):
