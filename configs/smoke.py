@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             schedule="cosine",
             smoothing="adaptive",
             temperature=(2.0, 0.0),
+            score_rescale="minmax",
             sample_temperature=1.0,
             aesthetic_score=6.0,
             paste_back=False,

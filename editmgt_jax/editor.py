@@ -327,6 +327,7 @@ class Editor:
             timestep_convention=self.config.timestep_convention,
             score_grid=(grid[0] // stride, grid[1] // stride),
             smoothing=self.pipeline["smoothing"],
+            score_rescale=self.pipeline["score_rescale"],
             sample_temperature=float(sample_temperature),
         )
 

@@ -148,3 +148,19 @@ def test_grid_errors():
         loc.resize_scores(jnp.ones((1, 10)), (4, 4), grid=(3, 4))
     with pytest.raises(ValueError, match="Unknown smoothing method"):
         loc.smooth_scores(jnp.ones((1, 4)), method="bilateral")
+
+
+def test_max_rescale_keeps_a_spread_out_map_above_lambda():
+    """A map spread over the whole image (a style, a new background) stays above lambda under
+    "max" (nothing held); "minmax" always puts its least attended cell at 0 (held)."""
+    key = jax.random.PRNGKey(0)
+    spread = 0.8 + 0.2 * jax.random.uniform(key, (2, 64))
+    peaked = jnp.zeros((2, 64)).at[:, 9].set(1.0) + 1e-3
+    spread_max = loc.region_scores(spread, (8, 8), (16, 16), "adaptive", "max")
+    spread_minmax = loc.region_scores(spread, (8, 8), (16, 16), "adaptive", "minmax")
+    assert float(spread_max.min()) > 0.7
+    assert float((spread_minmax < 0.1).mean()) > 0.0
+    peaked_max = loc.region_scores(peaked, (8, 8), (16, 16), "adaptive", "max")
+    assert 0.5 < float((peaked_max < 0.1).mean()) < 1.0
+    with pytest.raises(ValueError, match="score rescaling"):
+        loc.rescale_scores(spread, "median")

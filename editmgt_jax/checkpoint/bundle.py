@@ -45,6 +45,7 @@ DEFAULT_PIPELINE = dict(
     schedule="cosine",
     smoothing="adaptive",
     temperature=[2.0, 0.0],
+    score_rescale="minmax",  # region scores to [0, 1] before lambda: minmax (official) | max
     sample_temperature=1.0,  # softmax temperature of the token samples (0: most likely code)
     aesthetic_score=6.0,
     paste_back=False,  # source pixels back on held / unchanged tokens (see Editor.run)

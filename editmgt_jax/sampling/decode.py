@@ -70,6 +70,8 @@ class DecodeConfig:
         score_grid: (h, w) of the model's score map; None infers it: the token grid when n == H * W,
             the half grid when n == (H/2) * (W/2), else a square.
         smoothing: "adaptive" (official), "gaussian" or "none".
+        score_rescale: "minmax" (official) or "max": how region scores are scaled to [0, 1]
+            before lambda (`localization.rescale_scores`).
         sample_temperature: masked tokens are sampled from softmax(logits / t); 1 as official, 0
             takes the most likely code (a small model's spread-out distribution otherwise puts
             random codes into an edit).
@@ -83,10 +85,16 @@ class DecodeConfig:
     timestep_convention: str = "official"
     score_grid: tuple[int, int] | None = None
     smoothing: str = "adaptive"
+    score_rescale: str = "minmax"
     sample_temperature: float = 1.0
     record_steps: bool = False
 
     def __post_init__(self):
+        if self.score_rescale not in localization.RESCALE_METHODS:
+            raise ValueError(
+                f"Unknown score_rescale {self.score_rescale!r}; "
+                f"expected one of {localization.RESCALE_METHODS}"
+            )
         if not (np.isfinite(self.sample_temperature) and self.sample_temperature >= 0):
             raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature!r}")
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
@@ -386,7 +394,9 @@ def _step(
                 "text_weights need per-text-token scores [B, T, n] from model_fn, got [B, n]"
             )
         grid = _score_grid(scores.shape[1], (height, width), config)
-        region = localization.region_scores(scores, grid, (height, width), config.smoothing)
+        region = localization.region_scores(
+            scores, grid, (height, width), config.smoothing, config.score_rescale
+        )
         region = region.reshape(batch, height, width)
     if inputs.hold_threshold is not None:
         if scores is None:

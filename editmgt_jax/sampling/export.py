@@ -107,6 +107,7 @@ def sampler_settings(
         timestep_convention=config.timestep_convention,
         score_grid=(grid[0] // stride, grid[1] // stride),
         smoothing=pipeline["smoothing"],
+        score_rescale=pipeline.get("score_rescale", "minmax"),
         sample_temperature=float(pipeline.get("sample_temperature", 1.0)),
     )
     return model_fn, decode_config, bool(blocks)

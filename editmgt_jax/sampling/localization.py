@@ -141,16 +141,30 @@ def query_weights(positions: Sequence[Sequence[int]], text_len: int) -> np.ndarr
     return weights
 
 
-def rescale_scores(scores: jax.Array) -> jax.Array:
-    """Per-sample min-max rescaling to [0, 1): (s - min) / (max - min + 1e-8), float32 [B, N].
+RESCALE_METHODS = ("minmax", "max")
+
+
+def rescale_scores(scores: jax.Array, method: str = "minmax") -> jax.Array:
+    """Per-sample rescaling to [0, 1], float32 [B, N].
+
+    "minmax" (official): (s - min) / (max - min + 1e-8): the least attended position is 0, so
+    some positions always fall below any lambda > 0, even when the attention is spread over the
+    whole image (a style or a new background). "max": s / (max + 1e-8) keeps a spread-out map
+    near 1 everywhere (nothing held) and a peaked one near 0 away from its peak.
 
     Example:
         >>> rescale_scores(jnp.array([[1.0, 2.0, 3.0]])).round(4).tolist()
         [[0.0, 0.5, 1.0]]
+        >>> rescale_scores(jnp.array([[2.0, 3.0, 4.0]]), "max").round(4).tolist()
+        [[0.5, 0.75, 1.0]]
     """
     scores = jnp.asarray(scores, jnp.float32)
-    lo = jnp.min(scores, axis=-1, keepdims=True)
     hi = jnp.max(scores, axis=-1, keepdims=True)
+    if method == "max":
+        return scores / (hi + _RESCALE_EPS)
+    if method != "minmax":
+        raise ValueError(f"Unknown score rescaling {method!r}; expected one of {RESCALE_METHODS}")
+    lo = jnp.min(scores, axis=-1, keepdims=True)
     return (scores - lo) / (hi - lo + _RESCALE_EPS)
 
 
@@ -367,6 +381,7 @@ def region_scores(
     score_grid: tuple[int, int],
     token_grid: tuple[int, int],
     method: str = "adaptive",
+    rescale: str = "minmax",
 ) -> jax.Array:
     """What region-hold compares with lambda: rescale, smooth (score grid), resize (token grid).
 
@@ -375,6 +390,7 @@ def region_scores(
         score_grid: (h, w) of the transformer's own grid.
         token_grid: (H, W) of the tokens.
         method: smoothing method (see `smooth_scores`).
+        rescale: "minmax" (official) or "max" (see `rescale_scores`).
 
     Returns:
         float32 [B, H * W].
@@ -383,5 +399,5 @@ def region_scores(
         >>> region_scores(jnp.arange(16.0)[None], (4, 4), (8, 8)).shape
         (1, 64)
     """
-    scores = smooth_scores(rescale_scores(raw), method=method, grid=score_grid)
+    scores = smooth_scores(rescale_scores(raw, rescale), method=method, grid=score_grid)
     return resize_scores(scores, token_grid, grid=score_grid)
