@@ -11,8 +11,13 @@ nothing (every step resumes or reuses what it already wrote):
     python -m launch.train --config configs/default.py:stage1 --workdir workdirs/default
     python -m launch.train --config configs/default.py:stage1 --workdir workdirs/default \
         --export_to workdirs/default_stage1_bundle
-    python -m launch.train --config configs/default.py --workdir workdirs/default_stage2
-    python -m launch.eval --checkpoint workdirs/default_stage2/bundle --out workdirs/eval
+    python -m launch.train --config configs/default.py:stage2 --workdir workdirs/default_stage2
+    python -m launch.train --config configs/default.py:stage2 --workdir workdirs/default_stage2 \
+        --export_to workdirs/default_stage2_bundle
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage3
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage3 \
+        --export_to workdirs/default_stage3_bundle
+    python -m launch.eval --checkpoint workdirs/default_stage3_bundle --out workdirs/eval
 
 The tokenizer is a `PatchVQ` (4 px cells, 1,024 codes fitted by k-means): a cell's id depends on
 its own pixels only, so the tokens an edit changes are the cells it changes. Images are 64 px:
@@ -39,8 +44,10 @@ from configs import common, smoke
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in (None, "", "stage1"):
-        raise ValueError(f"configs/default.py takes no argument or 'stage1', got {arg!r}")
+    if arg not in (None, "", "stage1", "stage2"):
+        raise ValueError(
+            f"configs/default.py takes no argument, 'stage1' or 'stage2', got {arg!r}"
+        )
     config = smoke.get_config()  # same sections; sizes below
     config.seed = 20261201
     config.image_size = 64
@@ -127,4 +134,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     config.optim.warmup_steps = 100
+    if arg == "stage2":
+        config.train.stop_after_steps = 2404  # a 6,000-step schedule, stopped here (see above)
+        return config
+    # Stage 3 (the default): attention supervised on every edit, global ones too, so a new
+    # background's or a style's map spreads over the image; with "max" rescaling a spread-out map
+    # holds nothing, a peaked one holds everything away from its peak.
+    config.init_from = "workdirs/default_stage2_bundle"
+    config.train.update(dict(steps=1600, attention_max_fraction=1.0))
+    config.optim = common.optim(
+        learning_rate=5e-4, warmup_steps=50, decay="cosine", end_lr_ratio=0.05
+    )
+    config.pipeline.score_rescale = "max"
     return config
