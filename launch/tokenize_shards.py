@@ -106,7 +106,7 @@ def tokenize_shard(
 
 def main(argv: list[str]) -> None:
     del argv
-    from editmgt_jax.models.vq import load_vq
+    from editmgt_jax.checkpoint import load_vq
 
     model, params = load_vq(FLAGS.vq)
     stride = model.config.stride

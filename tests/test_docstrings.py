@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "editmgt_jax.atomic",
     "editmgt_jax.checkpoint.convert.table",
+    "editmgt_jax.nodeps_packages",
     "editmgt_jax.models.transformer",
     "editmgt_jax.training.lora",
 ]

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from configs.vq_small import get_config
-from editmgt_jax.checkpoint.convert.vq import save_vq
-from editmgt_jax.models.vq import load_vq
+from editmgt_jax.checkpoint import load_vq, save_vq
 from launch import train_vq
 
 
