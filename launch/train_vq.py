@@ -50,6 +50,7 @@ from editmgt_jax.checkpoint.convert.table import ConversionError, flatten
 from editmgt_jax.common_types import to_dtype
 from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel
 from editmgt_jax.training import vq_losses
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (metrics, checkpoints, vq/).")
@@ -540,5 +541,10 @@ def main(argv):
     print(json.dumps(final))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
