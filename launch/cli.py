@@ -2,7 +2,9 @@
 
 `run_main(main)` is `absl.app.run(main)`, except that a help request (`--help`, `-?`,
 `--helpshort`, `--helpfull`, `--helpxml`) exits 0 after printing the usage, as command-line
-tools do (absl exits 1), so `editmgt-edit --help && ...` works in scripts.
+tools do (absl exits 1), so `editmgt-edit --help && ...` works in scripts, and the short help
+lists the script's own flags also when it runs as a console script (absl lists those of the
+module it thinks is main: `sys.argv[0]`, the wrapper in bin/).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from absl import app
+from absl import app, flags
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull")
 HELP_FLAGS += ("--helpxml", "-helpxml")
@@ -23,6 +25,9 @@ def asked_for_help(argv: list[str]) -> bool:
 
 
 def run_main(main: Callable[[list[str]], object]) -> None:
+    """`app.run(main)`; call it after the flags are defined."""
+    for flag in flags.FLAGS.get_key_flags_for_module(main.__module__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     try:
         app.run(main)
     except SystemExit as exit_:

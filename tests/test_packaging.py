@@ -175,6 +175,24 @@ def test_console_script_targets_import_from_the_wheel(wheel, tmp_path):
     assert f"imported {len(present)}" in result.stdout
 
 
+def test_console_script_help_exits_0_and_lists_its_flags(wheel, tmp_path):
+    """What pip writes into bin/ for `editmgt-edit`, run from the unpacked wheel: --help exits 0
+    (absl alone exits 1) and lists launch.edit's flags (absl lists those of sys.argv[0])."""
+    unpacked = str(tmp_path / "unpacked")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(unpacked)
+    module, function = SCRIPTS["editmgt-edit"].split(":")
+    script = tmp_path / "editmgt-edit"
+    script.write_text(f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+    env = dict(os.environ, PYTHONPATH=unpacked, JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], cwd=unpacked, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--instruction" in result.stdout and "--checkpoint" in result.stdout
+
+
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_edit_help_runs(wheel, tmp_path):
     """A venv without this machine's packages: the wheel pulls its dependencies from the
