@@ -45,9 +45,7 @@ from configs import common, smoke
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, "", "stage1", "stage2"):
-        raise ValueError(
-            f"configs/default.py takes no argument, 'stage1' or 'stage2', got {arg!r}"
-        )
+        raise ValueError(f"configs/default.py takes no argument, 'stage1' or 'stage2', got {arg!r}")
     config = smoke.get_config()  # same sections; sizes below
     config.seed = 20261201
     config.image_size = 64

@@ -96,7 +96,7 @@ def text_encoder_from_spec(
     {"kind": "clip_gemma2", "folder": released EditMGT folder}, or a converted bundle's
     {"kind": "clip_gemma2", "params": "bundle", ...} (weights in `text_params`, tokenizers
     under `bundle_path`; see editmgt_jax.checkpoint.folder)."""
-    from editmgt_jax.models.text import clip_gemma2_encoder, minilm_encoder
+    from editmgt_jax.checkpoint import clip_gemma2_encoder, minilm_encoder
 
     kind = spec.get("kind")
     if kind == "minilm":

@@ -24,6 +24,7 @@ import os
 from absl import app, flags
 
 from editmgt_jax.assets import DEFAULT_MODEL
+from launch import cli
 
 FLAGS = flags.FLAGS
 SUITES = ("magicbrush", "emu_edit", "pie_bench", "gedit")
@@ -231,6 +232,11 @@ def _run_from_flags(checkpoint: str) -> dict:
     )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -46,6 +46,7 @@ from absl import app, flags
 from editmgt_jax.assets import DEFAULT_MODEL
 from editmgt_jax.atomic import atomic_path
 from editmgt_jax.editing import images as imio
+from launch import cli
 
 DEFAULT_CHECKPOINT = DEFAULT_MODEL
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -425,6 +426,11 @@ def main(argv: list[str]) -> int:
     return 1 if summary["failed"] else 0
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from editmgt_jax.assets import DEFAULT_MODEL
 from editmgt_jax.atomic import atomic_path
+from launch import cli
 
 FLAGS = flags.FLAGS
 EVAL_SEED = 4_000_001  # a world seed that no config trains on
@@ -255,6 +256,11 @@ def main(argv):
     print(json.dumps(dict(overall=result["overall"], out=FLAGS.out)))
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from launch import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -97,6 +99,11 @@ def main(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -36,6 +36,7 @@ from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.evaluation.edit_eval import vq_ceiling
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig, to_patches
 from editmgt_jax.training.kmeans import fit_kmeans, unique_rows
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (vq/, fit.json).")
@@ -133,5 +134,10 @@ def main(argv):
     print(json.dumps(fit(_CONFIG.value, _WORKDIR.value)))
 
 
+def run() -> None:
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

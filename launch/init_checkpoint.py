@@ -35,6 +35,7 @@ from editmgt_jax.models.text.encoder import MINILM_MAX_LENGTH
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.models.vq import VQConfig, VQModel
+from launch import cli
 
 FLAGS = flags.FLAGS
 
@@ -180,6 +181,11 @@ def main(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

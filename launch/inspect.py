@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from editmgt_jax.models.transformer import TransformerConfig
 from editmgt_jax.models.transformer_stats import count_params, forward_memory
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _COMPILE = flags.DEFINE_bool("compile", True, "AOT-compile one forward and report its memory.")
@@ -51,5 +52,10 @@ def main(argv):
     print(json.dumps(report))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import os
 
-from absl import app, flags
+from absl import flags
 
 from data_pipelines.array_record_io import shard_name, write_shard
 from data_pipelines.schema import CATEGORIES, encode_record
@@ -31,6 +31,7 @@ from data_pipelines.synthetic.generate import (
 )
 from data_pipelines.synthetic.phrasings import SPLITS
 from editmgt_jax.atomic import atomic_path
+from launch import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num", None, "Number of examples.", lower_bound=1)
@@ -126,5 +127,10 @@ def main(argv: list[str]) -> None:
     print(json.dumps(summary))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

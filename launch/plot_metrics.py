@@ -15,6 +15,7 @@ from absl import app, flags
 
 from editmgt_jax.editing import images as imio
 from editmgt_jax.evaluation.figure import line_plot
+from launch import cli
 
 FLAGS = flags.FLAGS
 
@@ -63,6 +64,11 @@ def main(argv):
     print(json.dumps({k: {"steps": len(v[0]), "last": v[1][-1]} for k, v in curves.items()}))
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -16,10 +16,11 @@ import json
 import multiprocessing
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from tqdm import tqdm
 
 from data_pipelines import crispedit
+from launch import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("from_parquet", None, "Folder with the CrispEdit layout (data/*.parquet).")
@@ -84,5 +85,10 @@ def main(argv: list[str]) -> None:
     print(json.dumps(summary))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -17,11 +17,14 @@ Prints one JSON line once it serves (url, checkpoint, warm_up_s, ...), then serv
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 
 from absl import app, flags
+
+from launch import cli
 
 FLAGS = flags.FLAGS
 
@@ -53,6 +56,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Before anything imports gradio (editmgt_jax.serving sets it too).
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    if importlib.util.find_spec("gradio") is None:
+        raise app.UsageError(
+            'launch.serve needs gradio: pip install "editmgt-jax[serve]" '
+            "(or pip install -r requirements.txt in a checkout)"
+        )
     from editmgt_jax.serving import access
 
     try:
@@ -122,7 +130,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
     """Entry point for a console script."""
     define_flags()
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from data_pipelines import transforms
 from data_pipelines.array_record_io import list_shards, read_all, write_shard
 from data_pipelines.schema import EditRecord, SchemaError, decode_record, encode_record
 from editmgt_jax.atomic import atomic_path
+from launch import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shards", None, "Folder (or glob) of edit-record ArrayRecord shards.")
@@ -106,7 +107,7 @@ def tokenize_shard(
 
 def main(argv: list[str]) -> None:
     del argv
-    from editmgt_jax.models.vq import load_vq
+    from editmgt_jax.checkpoint import load_vq
 
     model, params = load_vq(FLAGS.vq)
     stride = model.config.stride
@@ -154,5 +155,10 @@ def main(argv: list[str]) -> None:
     print(json.dumps(summary))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

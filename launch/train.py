@@ -41,6 +41,7 @@ from editmgt_jax.training.optimizer import make_optimizer
 from editmgt_jax.training.pipeline import TrainingInputs
 from editmgt_jax.training.step import StepOptions, jit_train_step, make_train_step
 from editmgt_jax.training.train_state import create_sharded_train_state, warm_start
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
@@ -435,5 +436,10 @@ def main(argv):
         print(json.dumps({"final": last}))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

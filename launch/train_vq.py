@@ -13,7 +13,7 @@ synthetic edit world (`data.synthetic_num` train examples from `data.synthetic_s
 
 Writes to `--workdir`: `metrics.jsonl` (train and eval lines), orbax checkpoints in `checkpoints/`
 (the run resumes from the latest), `config.json` (the config used) and the trained tokenizer as a
-diffusers-layout folder `vq/` (readable by `editmgt_jax.models.vq.load_vq`). Prints a final JSON
+diffusers-layout folder `vq/` (readable by `editmgt_jax.checkpoint.load_vq`). Prints a final JSON
 line with the held-out PSNR, LPIPS, perplexity and share of codes used.
 
 Fine-tuning: `--config.init_from=FOLDER` starts a new workdir from a trained `vq/` folder, and
@@ -45,11 +45,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from editmgt_jax.atomic import atomic_path
+from editmgt_jax.checkpoint import load_vq, save_vq
 from editmgt_jax.checkpoint.convert.table import ConversionError, flatten
-from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.common_types import to_dtype
-from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel, load_vq
+from editmgt_jax.models.vq import PatchDiscriminator, VQConfig, VQModel
 from editmgt_jax.training import vq_losses
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (metrics, checkpoints, vq/).")
@@ -540,5 +541,10 @@ def main(argv):
     print(json.dumps(final))
 
 
+def run():
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -20,13 +20,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from editmgt_jax.checkpoint import folder
+from editmgt_jax.checkpoint import folder, load_clip_text, load_gemma2, load_vq
 from editmgt_jax.checkpoint.bundle import load_bundle, read_manifest
 from editmgt_jax.checkpoint.convert.from_torch import load_transformer
 from editmgt_jax.checkpoint.convert.table import ConversionError, flatten
-from editmgt_jax.checkpoint.convert.text_clip import load_clip_text
-from editmgt_jax.checkpoint.convert.text_gemma2 import load_gemma2
-from editmgt_jax.checkpoint.convert.vq import load_vq
 from editmgt_jax.editor import Editor
 from editmgt_jax.sampling import export
 from editmgt_jax.sampling.decode import decode, make_inputs

@@ -14,7 +14,7 @@ from data_pipelines.array_record_io import list_shards, read_all, shard_name, wr
 from data_pipelines.loader import EditLoader, LoaderConfig
 from data_pipelines.schema import decode_record
 from data_pipelines.synthetic.source import SyntheticSource
-from editmgt_jax.checkpoint.convert.vq import save_vq
+from editmgt_jax.checkpoint import save_vq
 from editmgt_jax.models.vq import VQConfig, VQModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

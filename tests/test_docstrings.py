@@ -9,6 +9,7 @@ MODULES = [
     "editmgt_jax.atomic",
     "editmgt_jax.checkpoint.convert.table",
     "editmgt_jax.evaluation.benchmark_metrics",
+    "editmgt_jax.nodeps_packages",
     "editmgt_jax.models.transformer",
     "editmgt_jax.training.lora",
 ]

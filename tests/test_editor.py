@@ -12,18 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import smoke
 from editmgt_jax.editing import images as imio
 from editmgt_jax.editor import Editor
-from launch import init_checkpoint
 
 STEPS = 4
 RUN = dict(steps=STEPS, batch_size=2)
 
 
 @pytest.fixture(scope="module")
-def editor():
-    return Editor(init_checkpoint.random_bundle(smoke.get_config()))
+def editor(smoke_bundle):
+    return Editor.from_bundle(smoke_bundle)  # the session's random configs/smoke.py bundle
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import smoke
-from editmgt_jax.checkpoint.bundle import save_bundle
 from editmgt_jax.editor import Editor
-from launch import edit, init_checkpoint
+from launch import edit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = dict(steps=4, batch_size=2, progress=False)
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ckpt") / "smoke")
-    return save_bundle(path, init_checkpoint.random_bundle(smoke.get_config()))
+def bundle_path(smoke_bundle):
+    return smoke_bundle  # the session's random configs/smoke.py bundle (conftest.py)
 
 
 @pytest.fixture(scope="module")

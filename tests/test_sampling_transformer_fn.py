@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from editmgt_jax.models.text.encoder import minilm_tokenizer
+from editmgt_jax.checkpoint import minilm_tokenizer
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.sampling import localization, transformer_fn

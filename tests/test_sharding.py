@@ -55,6 +55,23 @@ def test_no_large_weight_replicated_under_fsdp(result):
     assert result["replicated_large"] == []
 
 
+def test_replicated_large_weight_fails_the_check(result):
+    # On 8 devices: a split 1 MiB kernel passes, a replicated one beside it fails, by name.
+    assert result["replicated_error"] is not None
+    assert "1 large arrays are fully replicated" in result["replicated_error"]
+    assert "['head']['kernel']" in result["replicated_error"]
+    assert "['block']" not in result["replicated_error"]
+
+
+def test_replicated_check_on_one_device():
+    # One device holds every array whole: large ones fail, those under min_bytes pass.
+    params = {"big": jax.numpy.zeros((512, 512)), "small": jax.numpy.zeros((8, 8))}
+    with pytest.raises(AssertionError, match=r"\['big'\]"):
+        sharding.assert_params_sufficiently_sharded(params)
+    sharding.assert_params_sufficiently_sharded({"small": params["small"]})
+    assert sharding.fully_replicated_large_arrays(params, min_bytes=256) == ["['big']", "['small']"]
+
+
 def test_logical_spec_falls_back_when_not_divisible():
     mesh = sharding.create_mesh([1, 1, 1], devices=jax.devices()[:1])
     assert sharding.logical_to_mesh_spec(("embed", "mlp"), (6, 10), mesh) == PartitionSpec(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from editmgt_jax.checkpoint import load_clip_text, save_clip_text
 from editmgt_jax.checkpoint.convert.table import ConversionError
-from editmgt_jax.checkpoint.convert.text_clip import load_clip_text, save_clip_text
 from editmgt_jax.models.text.clip import CLIPText, eos_positions
 from editmgt_jax.models.text.tokenizer import (
     CLIP_BOS,

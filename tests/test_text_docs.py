@@ -14,6 +14,7 @@ import pytest
         "editmgt_jax.models.text.minilm",
         "editmgt_jax.models.text.clip",
         "editmgt_jax.models.text.gemma2",
+        "editmgt_jax.checkpoint.text",
     ],
 )
 def test_docstring_examples(name):

@@ -14,7 +14,8 @@ import pytest
 import tokenizers
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
-from editmgt_jax.models.text import TextEncoder, clip_gemma2_encoder
+from editmgt_jax.checkpoint import clip_gemma2_encoder
+from editmgt_jax.models.text import TextEncoder
 from tests.fixtures_path import fixtures_dir
 
 TOL = 1e-4

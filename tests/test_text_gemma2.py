@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from editmgt_jax.checkpoint import load_gemma2, save_gemma2
 from editmgt_jax.checkpoint.convert.table import ConversionError
-from editmgt_jax.checkpoint.convert.text_gemma2 import load_gemma2, save_gemma2
 from editmgt_jax.models.text.gemma2 import Gemma2, gemma_rms_norm
 from editmgt_jax.models.text.layers import causal_mask, multi_head_attention, softcap
 from tests.fixtures_path import fixtures_dir

@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from editmgt_jax.checkpoint import (
+    load_minilm,
+    minilm_encoder,
+    minilm_folder,
+    minilm_tokenizer,
+    save_bert,
+)
 from editmgt_jax.checkpoint.convert.safetensors_io import read_state_dict
 from editmgt_jax.checkpoint.convert.table import ConversionError
-from editmgt_jax.checkpoint.convert.text_minilm import load_minilm, minilm_folder, save_bert
-from editmgt_jax.models.text import MiniLMEncoder, TextEncoder, minilm_encoder, minilm_tokenizer
+from editmgt_jax.models.text import MiniLMEncoder, TextEncoder
 from editmgt_jax.models.text.layers import l2_normalize
 from tests.fixtures_path import fixtures_dir
 

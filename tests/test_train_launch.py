@@ -91,6 +91,26 @@ def test_incompatible_workdir_is_refused(tmp_path):
     assert "incompatible config" in proc.stderr and "model.num_layers: 1 -> 2" in proc.stderr
 
 
+def test_sigterm_becomes_the_stop_flag():
+    """SIGTERM sets the flag the loop checks between steps; that flag and stop_after_steps share
+    one branch (save, then exit), which test_resume_equals_uninterrupted runs end to end. The
+    slow test below sends a real SIGTERM to a training run."""
+    code = (
+        "import os, signal\n"
+        "from launch.train import Preemption\n"
+        "p = Preemption()\n"
+        "before = p.requested\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print(before, p.requested)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]  # the handler replaced the default (death)
+    assert proc.stdout.split() == ["False", "True"]
+
+
 @pytest.mark.slow
 def test_sigterm_saves_and_resume_continues(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")

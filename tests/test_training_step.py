@@ -4,12 +4,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import common, official_tiny
 from editmgt_jax.models.transformer import Transformer, TransformerConfig, example_inputs
 from editmgt_jax.training.lora import DEFAULT_TARGETS, init_lora, merge
 from editmgt_jax.training.losses import masked_token_loss
-from editmgt_jax.training.masking import mask_tokens
+from editmgt_jax.training.masking import cosine_mask_ratio, mask_tokens
 from editmgt_jax.training.optimizer import make_optimizer
 from editmgt_jax.training.step import StepOptions, make_train_step
 from editmgt_jax.training.train_state import TrainState
@@ -33,6 +34,39 @@ def test_mask_tokens_masks_exactly_round_r_l():
     np.testing.assert_array_equal(np.asarray(masked == 99), np.asarray(mask))
 
 
+def _cosine_law(x):
+    """P(cos(pi/2 u) <= x) for u ~ U(0, 1)."""
+    return 1.0 - 2.0 / np.pi * np.arccos(np.clip(x, 0.0, 1.0))
+
+
+def _ks_distance(sample, cdf, above):
+    """Kolmogorov-Smirnov distance between a sample's empirical CDF and `cdf`, over the values
+    > `above` (where `cdf` is continuous; the atom at the clip is checked on its own)."""
+    x = np.sort(np.asarray(sample))
+    n, i = len(x), np.nonzero(x > above)[0]
+    return max(np.max(np.abs((i + 1) / n - cdf(x[i]))), np.max(np.abs(i / n - cdf(x[i]))))
+
+
+def test_mask_ratios_follow_the_cosine_law():
+    # Exact values: r = cos(pi/2 u), clipped below at min_ratio.
+    u = jnp.array([0.0, 1 / 3, 2 / 3, 0.95])
+    np.testing.assert_allclose(
+        np.asarray(cosine_mask_ratio(u, 0.1)), [1.0, np.sqrt(3) / 2, 0.5, 0.1], rtol=1e-6
+    )
+    # The ratios mask_tokens draws: P(r <= x) = 1 - (2/pi) arccos(x) above min_ratio, and an
+    # atom of that mass at min_ratio. Kolmogorov-Smirnov over 8192 draws, 1% critical value.
+    n, min_ratio = 8192, 0.1
+    _, _, ratio = mask_tokens(jax.random.key(3), jnp.zeros((n, 1, 2), jnp.int32), 9, min_ratio)
+    ratio = np.asarray(ratio)
+    critical = 1.63 / np.sqrt(n)
+    assert ratio.min() == pytest.approx(min_ratio) and ratio.max() <= 1.0
+    assert abs(np.mean(ratio <= min_ratio + 1e-6) - _cosine_law(min_ratio)) < critical
+    assert _ks_distance(ratio, _cosine_law, min_ratio + 1e-6) < critical
+    # The statistic tells the laws apart: a linear schedule's ratios (1 - u) fail it.
+    linear = np.clip(1.0 - np.random.default_rng(0).random(n), min_ratio, 1.0)
+    assert _ks_distance(linear, _cosine_law, min_ratio + 1e-6) > 3 * critical
+
+
 def test_loss_counts_masked_positions_only():
     logits = jnp.zeros((1, 1, 2, 4)).at[0, 0, 0, 1].set(10.0)
     targets = jnp.array([[[1, 3]]])
@@ -54,15 +88,29 @@ def _batch(seed=0, batch=4):
     )
 
 
-def _state(tx):
-    model = Transformer(CFG)
+@pytest.fixture(scope="module")
+def init_params():
+    """The model's initial parameters, made once (jitted) for every test of this module."""
     inputs = example_inputs(CFG, batch=1, grid=(8, 8), text_len=6)
-    params = model.init(jax.random.key(0), **inputs)["params"]
-    return model, TrainState.create(nn.meta.unbox(params), tx)
+    init = jax.jit(lambda key: nn.meta.unbox(Transformer(CFG).init(key, **inputs)["params"]))
+    return init(jax.random.key(0, impl="rbg"))  # rbg: the initializers compile much faster
 
 
-def test_loss_falls_when_overfitting_a_few_examples():
-    model, state = _state(make_optimizer(optim(), 40))
+@pytest.fixture(scope="module")
+def default_step():
+    """(step, optimizer): default options and a 10-step optimizer, compiled once for the tests
+    that use exactly that (the non-finite and EMA tests; the optimizer is part of the state's
+    static structure, so both must get the same object)."""
+    step = jax.jit(make_train_step(Transformer(CFG), StepOptions(mask_id=CFG.mask_token_id)))
+    return step, make_optimizer(optim(), 10)
+
+
+def _state(tx, params):
+    return Transformer(CFG), TrainState.create(params, tx)
+
+
+def test_loss_falls_when_overfitting_a_few_examples(init_params):
+    model, state = _state(make_optimizer(optim(), 40), init_params)
     step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id, cond_dropout=0.0)))
     batch = _batch()
     unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
@@ -74,9 +122,9 @@ def test_loss_falls_when_overfitting_a_few_examples():
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def test_nonfinite_step_is_skipped_and_counted():
-    model, state = _state(make_optimizer(optim(), 10))
-    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id)))
+def test_nonfinite_step_is_skipped_and_counted(init_params, default_step):
+    step, tx = default_step
+    _, state = _state(tx, init_params)
     batch = _batch()
     batch["text_states"] = batch["text_states"].at[0, 0, 0].set(jnp.nan)
     unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
@@ -93,10 +141,9 @@ def test_nonfinite_step_is_skipped_and_counted():
     assert int(state.step) == 1 and int(state.consecutive_skips) == 0
 
 
-def test_lora_trains_adapters_only():
+def test_lora_trains_adapters_only(init_params):
     model = Transformer(CFG)
-    inputs = example_inputs(CFG, batch=1, grid=(8, 8), text_len=6)
-    base = nn.meta.unbox(model.init(jax.random.key(0), **inputs)["params"])
+    base = init_params
     adapters = init_lora(jax.random.key(1), base, rank=2, targets=DEFAULT_TARGETS)
     # q, k, v, out for image and text in double blocks (8); q, k, v in single blocks (3).
     expected = 2 * (8 * CFG.num_layers + 3 * CFG.num_single_layers)
@@ -115,9 +162,10 @@ def test_lora_trains_adapters_only():
     assert float(jnp.abs(q - base["transformer_blocks_0"]["attn"]["to_q"]["kernel"]).max()) > 0
 
 
-def test_ema_warms_up_then_uses_the_configured_decay():
-    model, state = _state(make_optimizer(optim(), 10))
-    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id, ema_decay=0.999)))
+def test_ema_warms_up_then_uses_the_configured_decay(init_params, default_step):
+    step, tx = default_step
+    _, state = _state(tx, init_params)
+    assert StepOptions(mask_id=CFG.mask_token_id).ema_decay == 0.999  # default_step's decay
     unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
     leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0], np.float64)
     old = leaf(state.ema_params)

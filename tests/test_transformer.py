@@ -12,9 +12,17 @@ TINY = TransformerConfig.from_dict(official_tiny.get_config().model)
 
 
 @pytest.fixture(scope="module")
-def tiny_params():
-    inputs = example_inputs(TINY, batch=1, grid=(8, 8), text_len=8)
-    return jax.jit(lambda k: Transformer(TINY).init(k, **inputs))(jax.random.key(0))["params"]
+def tiny_params(tiny_checkpoint):
+    """Parameters of the TINY architecture: the session's converted official_tiny weights (no
+    init to compile; the tests below need valid weights of this shape, not particular ones)."""
+    cfg, params = tiny_checkpoint
+    assert cfg.replace(timestep_convention=TINY.timestep_convention) == TINY
+    return params
+
+
+def _jit_apply(**options):
+    """Transformer(TINY).apply, jitted (eager Flax dispatches every op on its own)."""
+    return jax.jit(lambda p, x: Transformer(TINY).apply({"params": p}, **x, **options))
 
 
 def test_released_config_has_the_official_parameter_count():
@@ -24,14 +32,11 @@ def test_released_config_has_the_official_parameter_count():
 
 def test_rectangular_grid_and_no_source(tiny_params):
     inputs = example_inputs(TINY, batch=2, grid=(8, 12), text_len=5, with_source=False)
-    logits = Transformer(TINY).apply({"params": tiny_params}, **inputs)
+    logits = _jit_apply()(tiny_params, inputs)
     assert logits.shape == (2, 8, 12, TINY.codebook_size) and logits.dtype == jnp.float32
-    _, scores = Transformer(TINY).apply(
-        {"params": tiny_params},
-        **inputs,
-        capture_blocks=(0, 3),
-        capture_reduce=True,
-        capture_text_weights=jnp.ones((2, 5)).at[:, 3:].set(0.0),
+    weights = jnp.ones((2, 5)).at[:, 3:].set(0.0)
+    _, scores = _jit_apply(capture_blocks=(0, 3), capture_reduce=True)(
+        tiny_params, dict(inputs, capture_text_weights=weights)
     )
     assert scores.shape == (2, 4 * 6)
 
@@ -41,8 +46,9 @@ def test_rectangular_grid_is_not_a_transposed_square(tiny_params):
     inputs = example_inputs(TINY, batch=1, grid=(8, 12), text_len=5)
     t = dict(inputs, tokens=inputs["tokens"].transpose(0, 2, 1))
     t["source_tokens"] = inputs["source_tokens"].transpose(0, 2, 1)
-    a = Transformer(TINY).apply({"params": tiny_params}, **inputs)
-    b = Transformer(TINY).apply({"params": tiny_params}, **t).transpose(0, 2, 1, 3)
+    apply = _jit_apply()
+    a = apply(tiny_params, inputs)
+    b = apply(tiny_params, t).transpose(0, 2, 1, 3)
     assert float(jnp.abs(a - b).max()) > 1e-3
 
 

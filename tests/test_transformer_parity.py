@@ -18,12 +18,34 @@ def max_err(a, b):
     return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max())
 
 
-def test_logits_and_capture_with_source_strength_1_1(tiny_checkpoint, tiny_io):
+@pytest.fixture(scope="module")
+def forward():
+    """forward(cfg, params, inputs, **options): Transformer(cfg).apply jitted, one compile per
+    (cfg, options), and each distinct call computed once for the whole module (several tests
+    compare against the same float32 reference)."""
+    compiled, results = {}, {}
+
+    def run(cfg, params, inputs, **options):
+        key = (cfg, tuple(sorted(options.items())))
+        if key not in compiled:
+            compiled[key] = jax.jit(
+                lambda p, x: Transformer(cfg).apply({"params": p}, **x, **options)
+            )
+        call = (key, id(params), id(inputs))
+        if call not in results:
+            results[call] = (compiled[key](params, inputs), params, inputs)  # keep ids alive
+        return results[call][0]
+
+    return run
+
+
+def test_logits_and_capture_with_source_strength_1_1(tiny_checkpoint, tiny_io, forward):
     cfg, params = tiny_checkpoint
     inputs, data = tiny_io
-    logits, captures = Transformer(cfg).apply(
-        {"params": params},
-        **inputs,
+    logits, captures = forward(
+        cfg,
+        params,
+        inputs,
         reference_strength=float(data["reference_strength"]),
         capture_blocks=(3,),
     )
@@ -32,22 +54,20 @@ def test_logits_and_capture_with_source_strength_1_1(tiny_checkpoint, tiny_io):
     assert max_err(captures[3], data["attn_text_to_image_block3"]) <= TOL
 
 
-def test_logits_and_double_block_capture_strength_1(tiny_checkpoint, tiny_io):
+def test_logits_and_double_block_capture_strength_1(tiny_checkpoint, tiny_io, forward):
     cfg, params = tiny_checkpoint
     inputs, data = tiny_io
-    logits, captures = Transformer(cfg).apply(
-        {"params": params}, **inputs, reference_strength=1.0, capture_blocks=(1,)
-    )
+    logits, captures = forward(cfg, params, inputs, reference_strength=1.0, capture_blocks=(1,))
     assert max_err(logits, nchw_to_nhwc(data["logits_s1"])) <= TOL
     assert max_err(captures[1], data["attn_text_to_image_block1_s1"]) <= TOL
     # Strength matters: 1.1 and 1.0 give different logits in the fixture, and in ours.
     assert max_err(data["logits"], data["logits_s1"]) > 10 * TOL
 
 
-def test_text_to_image_without_source(tiny_checkpoint, tiny_io_noref):
+def test_text_to_image_without_source(tiny_checkpoint, tiny_io_noref, forward):
     cfg, params = tiny_checkpoint
     inputs, data = tiny_io_noref
-    logits, captures = Transformer(cfg).apply({"params": params}, **inputs, capture_blocks=(1, 3))
+    logits, captures = forward(cfg, params, inputs, capture_blocks=(1, 3))
     assert max_err(logits, nchw_to_nhwc(data["logits"])) <= TOL
     for block in (1, 3):
         assert max_err(captures[block], data[f"attn_text_to_image_block{block}"]) <= TOL
@@ -74,18 +94,16 @@ def test_reduced_capture_matches_official_local_scores(tiny_checkpoint, tiny_io)
     )
 
 
-def test_scanned_layers_give_the_same_logits(tiny_checkpoint, tiny_io):
+def test_scanned_layers_give_the_same_logits(tiny_checkpoint, tiny_io, forward):
     cfg, params = tiny_checkpoint
     inputs, data = tiny_io
     scan_cfg, scan_params = load_transformer(fixtures_dir("official_tiny"), scan_layers=True)
     assert "transformer_blocks" in scan_params and "transformer_blocks_0" not in scan_params
     assert scan_params["transformer_blocks"]["attn"]["to_q"]["kernel"].shape == (2, 64, 64)
-    logits, captures = Transformer(scan_cfg).apply(
-        {"params": scan_params}, **inputs, reference_strength=1.1, capture_blocks=(1, 3)
+    logits, captures = forward(
+        scan_cfg, scan_params, inputs, reference_strength=1.1, capture_blocks=(1, 3)
     )
-    ref, ref_captures = Transformer(cfg).apply(
-        {"params": params}, **inputs, reference_strength=1.1, capture_blocks=(1, 3)
-    )
+    ref, ref_captures = forward(cfg, params, inputs, reference_strength=1.1, capture_blocks=(1, 3))
     assert max_err(logits, ref) <= 1e-5
     assert max_err(logits, nchw_to_nhwc(data["logits"])) <= TOL
     assert max_err(captures[3], ref_captures[3]) <= 1e-6
@@ -93,24 +111,19 @@ def test_scanned_layers_give_the_same_logits(tiny_checkpoint, tiny_io):
 
 
 @pytest.mark.parametrize("policy", ["full", "dots"])
-def test_remat_does_not_change_logits(tiny_checkpoint, tiny_io, policy):
+def test_remat_does_not_change_logits(tiny_checkpoint, tiny_io, policy, forward):
     cfg, params = tiny_checkpoint
     inputs, _ = tiny_io
-    ref = Transformer(cfg).apply({"params": params}, **inputs)
-    out = jax.jit(
-        lambda p: Transformer(cfg.replace(remat_policy=policy)).apply({"params": p}, **inputs)
-    )(params)
+    ref = forward(cfg, params, inputs)
+    out = forward(cfg.replace(remat_policy=policy), params, inputs)
     assert max_err(out, ref) <= 1e-5
 
 
-def test_bf16_agrees_with_fp32_on_argmax(tiny_checkpoint, tiny_io):
+def test_bf16_agrees_with_fp32_on_argmax(tiny_checkpoint, tiny_io, forward):
     cfg, params = tiny_checkpoint
     inputs, _ = tiny_io
-    fp32 = Transformer(cfg).apply({"params": params}, **inputs, reference_strength=1.1)
-    bf16_cfg = cfg.replace(dtype="bfloat16")
-    bf16 = jax.jit(
-        lambda p: Transformer(bf16_cfg).apply({"params": p}, **inputs, reference_strength=1.1)
-    )(params)
+    fp32 = forward(cfg, params, inputs, reference_strength=1.1)
+    bf16 = forward(cfg.replace(dtype="bfloat16"), params, inputs, reference_strength=1.1)
     assert bf16.dtype == np.float32  # logits stay float32
     agree = float(np.mean(np.argmax(fp32, -1) == np.argmax(bf16, -1)))
     assert agree >= 0.95, agree

@@ -20,10 +20,10 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import load_file, save_file
 
+from editmgt_jax.checkpoint import load_vq, save_vq
 from editmgt_jax.checkpoint.convert.table import ConversionError, flatten
-from editmgt_jax.checkpoint.convert.vq import load_vq as convert_load_vq
-from editmgt_jax.checkpoint.convert.vq import param_shapes, save_vq, vq_rules
-from editmgt_jax.models.vq import VQConfig, VQModel, load_vq
+from editmgt_jax.checkpoint.convert.vq import param_shapes, vq_rules
+from editmgt_jax.models.vq import VQConfig, VQModel
 from tests.fixtures_path import fixtures_dir
 
 TOL = 1e-4
@@ -287,7 +287,7 @@ def test_round_trip_is_bit_exact(fixture, tmp_path):
         assert exported[key].dtype == value.dtype and exported[key].shape == value.shape, key
         np.testing.assert_array_equal(exported[key], value, err_msg=key)
 
-    model2, params2 = convert_load_vq(out)
+    model2, params2 = load_vq(out)
     assert model2.config == model.config
     flat, flat2 = flatten(params), flatten(params2)
     assert sorted(flat) == sorted(flat2)

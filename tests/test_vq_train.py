@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from configs.vq_small import get_config
-from editmgt_jax.checkpoint.convert.vq import save_vq
-from editmgt_jax.models.vq import load_vq
+from editmgt_jax.checkpoint import load_vq, save_vq
 from launch import train_vq
 
 
@@ -83,10 +82,17 @@ def test_trainable_decoder_keeps_the_tokenizer_bit_identical(trainable):
     for i in range(2):
         state, metrics = step(state, images, jax.random.key(i))
     assert np.isfinite(float(metrics["loss"]))
-    changed = _group_changed(before, jax.device_get(state["params"]))
+    after = jax.device_get(state["params"])
+    changed = _group_changed(before, after)
     assert changed["decoder"] and changed["post_quant_conv"]
     frozen = trainable == "decoder"
     assert changed["encoder"] is not frozen and changed["quant_conv"] is not frozen
+    if frozen:  # the tokenizer: codebook and token ids, bit for bit
+        assert not changed["codebook"]
+        encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_to_ids))
+        other = jnp.asarray(np.random.default_rng(1).random((4, 16, 16, 3)), jnp.float32)
+        for batch in (images, other):
+            np.testing.assert_array_equal(encode(after, batch), encode(before, batch))
 
 
 def test_unknown_trainable_is_a_clear_error():

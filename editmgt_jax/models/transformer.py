@@ -1,13 +1,13 @@
 """The EditMGT / Meissonic masked generative transformer, with attention injection.
 
-Example (random weights, the fixture's shape):
+Example (random weights, the fixture's shape; jitted: one compile instead of every op on its own):
     >>> import jax, jax.numpy as jnp
     >>> from configs import official_tiny
     >>> cfg = TransformerConfig.from_dict(official_tiny.get_config().model)
     >>> model = Transformer(cfg)
     >>> inputs = example_inputs(cfg, batch=1, grid=(8, 8))
-    >>> params = model.init(jax.random.key(0), **inputs)["params"]
-    >>> logits = model.apply({"params": params}, **inputs)
+    >>> params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), **inputs)["params"]
+    >>> logits = jax.jit(model.apply)({"params": params}, **inputs)
     >>> logits.shape
     (1, 8, 8, 64)
 """

@@ -517,11 +517,3 @@ class PatchDiscriminator(nn.Module, _Layers):
                 x = self.group_norm(min(self.groups, width), f"norm_{i}")(x)
             x = nn.leaky_relu(x, 0.2)
         return self.conv(1, 3, "conv_logits")(x).astype(jnp.float32)
-
-
-def load_vq(folder: str, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32):
-    """`(model, params)` from a diffusers-layout folder; see `editmgt_jax.checkpoint.convert.vq`."""
-    # Imported here: the converter imports this module.
-    from editmgt_jax.checkpoint.convert.vq import load_vq as _load_vq
-
-    return _load_vq(folder, dtype=dtype, param_dtype=param_dtype)

@@ -18,9 +18,9 @@ Example:
     >>> from editmgt_jax.models.transformer_config import TransformerConfig
     >>> cfg = TransformerConfig.from_dict(smoke.get_config().model)
     >>> inputs = example_inputs(cfg, batch=2, grid=(8, 8), text_len=4)
-    >>> params = jax.jit(Transformer(cfg).init)(jax.random.key(0), **inputs)["params"]
+    >>> params = jax.jit(Transformer(cfg).init)(jax.random.key(0, impl="rbg"), **inputs)["params"]
     >>> model_fn = make_model_fn(cfg, capture_blocks=(1,))
-    >>> logits, scores = model_fn(params, inputs["tokens"], inputs["source_tokens"],
+    >>> logits, scores = jax.jit(model_fn)(params, inputs["tokens"], inputs["source_tokens"],
     ...     inputs["text_states"], inputs["pooled"], inputs["micro_conds"], inputs["timestep"])
     >>> logits.shape, scores.shape
     ((2, 8, 8, 64), (2, 64))
@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
 
-from editmgt_jax.models.text.tokenizer import TextTokenizer
 from editmgt_jax.models.transformer import Transformer
 from editmgt_jax.models.transformer_config import TransformerConfig
+
+if TYPE_CHECKING:  # the sampler's model_fn needs no tokenizer (nor the `tokenizers` package)
+    from editmgt_jax.models.text.tokenizer import TextTokenizer
 
 
 def _model_fn(

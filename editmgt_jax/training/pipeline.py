@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from editmgt_jax.models.vq import VQConfig, VQModel, load_vq
+from editmgt_jax.checkpoint import load_vq
+from editmgt_jax.models.vq import VQConfig, VQModel
 
 MICRO_COND_AESTHETIC = 6.0  # the official pipeline's default aesthetic score
 
@@ -44,7 +45,7 @@ class TrainingInputs:
                 f"text_encoder.kind={config.text_encoder.kind!r}: training supports 'minilm' "
                 "(official CLIP+Gemma2 states can be precomputed into shards instead)"
             )
-        from editmgt_jax.models.text import minilm_encoder
+        from editmgt_jax.checkpoint import minilm_encoder
 
         encoder = minilm_encoder(max_length=config.text_encoder.max_length)
         return cls(model, params, encoder, config.image_size)

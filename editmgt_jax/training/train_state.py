@@ -12,8 +12,6 @@ import jax.numpy as jnp
 import optax
 
 from editmgt_jax import sharding
-from editmgt_jax.checkpoint.bundle import load_bundle
-from editmgt_jax.checkpoint.convert.from_torch import load_transformer
 from editmgt_jax.checkpoint.convert.scan_layout import scan_params
 from editmgt_jax.common_types import Array
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -94,6 +92,10 @@ def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) 
     Params, EMA (a copy) and fresh optimizer moments; with LoRA, the frozen base weights. The
     architecture fields that fix parameter shapes must match `cfg` (one error lists them all).
     """
+    # Imported here: reading stored weights needs safetensors, the train step does not
+    # (benchmarks.accelerator runs it on hosts without safetensors).
+    from editmgt_jax.checkpoint import load_bundle, load_transformer
+
     if os.path.isfile(os.path.join(path, "bundle.json")):
         bundle = load_bundle(path)
         loaded_cfg, params = bundle.transformer_config, bundle.transformer_params

@@ -56,8 +56,9 @@ def main():
         out4 = jax.jit(apply)(sharded_params, inputs4_sharded)
     batch_err = float(np.abs(np.asarray(ref4[0]) - np.asarray(out4[0])).max())
 
-    # Params created directly sharded: every kernel (>= 16 KiB here) is split.
-    created = sharding.init_sharded(model, jax.random.key(0), inputs, mesh)
+    # Params created directly sharded: every kernel (>= 16 KiB here) is split. (An rbg key: XLA
+    # compiles the initializers several times faster than with threefry.)
+    created = sharding.init_sharded(model, jax.random.key(0, impl="rbg"), inputs, mesh)
     created_replicated = sharding.fully_replicated_large_arrays(created, min_bytes=16 * 1024)
 
     # Under fsdp, every weight of 1 MiB or more of a ~40M config must be split.
@@ -74,6 +75,18 @@ def main():
         shard40,
     )
     replicated = sharding.fully_replicated_large_arrays(structs)
+
+    # The check fails on a replicated 1 MiB weight and passes once that weight is split.
+    spec = jax.sharding.PartitionSpec
+    weight = np.zeros((1024, 256), np.float32)  # 1 MiB
+    put = lambda s: jax.device_put(weight, jax.sharding.NamedSharding(fsdp_mesh, s))
+    split_tree = {"block": {"kernel": put(spec("fsdp", None))}}
+    sharding.assert_params_sufficiently_sharded(split_tree)  # must not raise
+    try:
+        sharding.assert_params_sufficiently_sharded({**split_tree, "head": {"kernel": put(spec())}})
+        replicated_error = None
+    except AssertionError as error:
+        replicated_error = str(error)
     print(
         json.dumps(
             dict(
@@ -86,6 +99,7 @@ def main():
                 created_replicated=created_replicated,
                 created_num_params=sum(x.size for x in jax.tree.leaves(created)),
                 num_params_40m=sum(x.size for x in jax.tree.leaves(structs)),
+                replicated_error=replicated_error,
             )
         )
     )

