@@ -49,28 +49,15 @@ from collections.abc import Callable
 from absl import app, flags
 
 from benchmarks.device_peaks import peak_bf16_flops
+from configs.sizes import EDITMGT_1B
 
 PARTS = ("sampler", "memory", "train", "default_train", "sampler_cudnn")
 # Seconds each part is granted on an accelerator; time a part leaves unused goes to the next.
 BUDGETS_S = dict(sampler=200, memory=80, train=110, default_train=40, sampler_cudnn=40)
 
-# configs/editmgt_1b.py's model (tests/test_accelerator_benchmark.py keeps them equal): the
-# configs need ml_collections, which the lent machine lacks.
-ONE_B = dict(
-    num_layers=14,
-    num_single_layers=28,
-    num_attention_heads=8,
-    attention_head_dim=128,
-    joint_attention_dim=2304,
-    pooled_projection_dim=1024,
-    axes_dims_rope=(16, 56, 56),
-    vocab_size=8256,
-    codebook_size=8192,
-    downsample=True,
-    upsample=True,
-    connector_type="linear",
-    text_encoder_architecture="CLIP_Gemma2",
-)
+# configs/editmgt_1b.py's model, from configs/sizes.py (plain dicts: the configs need
+# ml_collections, which the lent machine lacks).
+ONE_B = EDITMGT_1B
 ONE_B_PARAMS = 1_009_306_624
 # The 1B model's structure (downsample, upsample, linear connector) at a size a CPU runs at once.
 SMOKE_MODEL = dict(

@@ -192,6 +192,7 @@ def evaluate(
                 if sample_temperature is None
                 else sample_temperature
             ),
+            score_rescale=str(editor.pipeline["score_rescale"]),
             capture_blocks=list(editor.pipeline["capture_blocks"]),
             edit_seed=edit_seed,
         ),
