@@ -589,6 +589,14 @@ def run_train(shapes: Shapes, emit) -> None:
     emit(dict(record, px=shapes.train_px))
 
 
+def bundle_vq_stride(vq: dict) -> int:
+    """Pixels per token of a bundle's tokenizer config: a PatchVQ's patch, or a VQModel's
+    2 ** (levels - 1) (read from the dict: the lent machine need not import the tokenizers)."""
+    if vq.get("_class_name") == "PatchVQ":
+        return int(vq["patch_size"])
+    return 2 ** (len(vq["block_out_channels"]) - 1)
+
+
 def default_recipe() -> dict:
     """The shipped default model's transformer config, image size, VQ stride, text length, batch,
     optimizer and step options, from its bundle.json (metadata.config is the training config)."""
@@ -601,7 +609,7 @@ def default_recipe() -> dict:
     return dict(
         transformer=bundle["transformer"],
         image_size=int(config.get("image_size", bundle["pipeline"]["resolution"])),
-        vq_stride=2 ** (len(bundle["vq"]["block_out_channels"]) - 1),
+        vq_stride=bundle_vq_stride(bundle["vq"]),
         text_len=int(bundle["text_encoder"]["max_length"]),
         batch=int(train.get("batch_size", 32)),
         optim={**OPTIM_1B, **config.get("optim", {})},
@@ -612,11 +620,25 @@ def default_recipe() -> dict:
 
 
 def run_default_train(shapes: Shapes, emit) -> None:
+    import jax
+
+    from editmgt_jax.models.transformer import Transformer, example_inputs
     from editmgt_jax.training.step import StepOptions
 
     recipe = default_recipe()
-    cfg = transformer_config(recipe["transformer"])
-    grid = recipe["image_size"] // recipe["vq_stride"]
+    full = transformer_config(recipe["transformer"])
+    recipe_grid = recipe["image_size"] // recipe["vq_stride"]
+    sample = example_inputs(full, batch=1, grid=(recipe_grid, recipe_grid), text_len=2)
+    abstract = jax.eval_shape(
+        lambda k: Transformer(full).init(k, **sample)["params"], jax.random.key(0)
+    )
+    shipped = dict(recipe_params=param_count(abstract), recipe_grid=recipe_grid)
+    cfg, grid = full, recipe_grid
+    if (
+        FLAGS.smoke
+    ):  # the code path at tiny shapes: its compile on a CPU takes a minute at full size
+        cfg = transformer_config(dict(recipe["transformer"], num_layers=1, num_single_layers=1))
+        grid = 4
     options = StepOptions(
         mask_id=cfg.mask_token_id,
         min_mask_ratio=recipe["min_mask_ratio"],
@@ -629,7 +651,7 @@ def run_default_train(shapes: Shapes, emit) -> None:
     for batch in batches:
         try:
             record = time_train_step(cfg, grid, batch, recipe["text_len"], recipe["optim"], options)
-            emit(dict(record, px=recipe["image_size"], recipe_batch=recipe["batch"]))
+            emit(dict(record, **shipped, px=recipe["image_size"], recipe_batch=recipe["batch"]))
         except Exception as error:
             emit(dict(batch_per_device=batch, status="error", error=f"{error}"[:2000]))
 

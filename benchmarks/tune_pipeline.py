@@ -6,7 +6,8 @@ evaluation uses; the final figures come from `launch.eval` on yet another seed. 
 setting: overall success and PSNR outside the edit, and success per category.
 
     python -m benchmarks.tune_pipeline --checkpoint workdirs/default_stage3_bundle \
-        --lambdas 0,0.1,0.2,0.3 --rescales minmax,max --temperatures 0 --out tuning.json
+        --lambdas 0,0.1,0.2,0.3 --rescales minmax,max --temperatures 0 --tolerances 0,16 \
+        --out tuning.json
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def define_flags() -> None:
     flags.DEFINE_list("lambdas", ["0", "0.1", "0.2", "0.3"], "Region-hold thresholds.")
     flags.DEFINE_list("rescales", ["minmax", "max"], "Score rescalings.")
     flags.DEFINE_list("temperatures", ["0"], "Sampling temperatures.")
+    flags.DEFINE_list("tolerances", ["0"], "Paste-back pixel tolerances.")
     flags.DEFINE_float("guidance", None, "CFG scale (default: the bundle's).")
+    flags.DEFINE_integer("steps", None, "Decoding steps (default: the bundle's).")
     flags.DEFINE_string("out", None, "Also write every line into this JSON file (atomically).")
     flags.mark_flags_as_required(["checkpoint"])
 
@@ -41,9 +44,12 @@ def sweep(
     lambdas: list[float],
     rescales: list[str],
     temperatures: list[float],
+    tolerances: tuple[float, ...] = (0.0,),
     guidance: float | None = None,
+    steps: int | None = None,
 ) -> list[dict]:
-    """One result per (rescale, temperature, lambda); lambda 0 is run once per temperature."""
+    """One result per (temperature, tolerance, rescale, lambda); lambda 0 is run once per
+    (temperature, tolerance)."""
     from editmgt_jax.editor import Editor
     from editmgt_jax.evaluation import edit_eval
     from launch.eval import make_examples, run_edits
@@ -52,8 +58,17 @@ def sweep(
     examples = make_examples(seed, num, int(editor.pipeline["resolution"]))
     guidance = float(editor.pipeline["guidance"] if guidance is None else guidance)
     results = []
-    for temperature in temperatures:
-        common = dict(seeds=0, guidance=guidance, sample_temperature=temperature, batch_size=16)
+    settings = [(t, tol) for t in temperatures for tol in tolerances]
+    for temperature, tolerance in settings:
+        common = dict(
+            seeds=0,
+            steps=steps,
+            guidance=guidance,
+            sample_temperature=temperature,
+            paste_back=True,
+            paste_back_tolerance=tolerance,
+            batch_size=16,
+        )
         free = run_edits(editor, examples, 0.0, **common)
         for rescale in rescales:
             editor.pipeline["score_rescale"] = rescale
@@ -68,11 +83,14 @@ def sweep(
                     hold_threshold=lam,
                     score_rescale=rescale,
                     sample_temperature=temperature,
+                    paste_back_tolerance=tolerance,
                     guidance=guidance,
+                    steps=int(steps or editor.pipeline["steps"]),
                     success=summary["overall"]["success"],
                     psnr_outside=summary["overall"]["psnr_outside"],
                     per_category={
-                        c: round(b["success"], 3) for c, b in summary["per_category"].items()
+                        c: dict(success=round(b["success"], 3), psnr_outside=b["psnr_outside"])
+                        for c, b in summary["per_category"].items()
                     },
                 )
                 print(json.dumps(row), flush=True)
@@ -90,7 +108,9 @@ def main(argv: list[str]) -> None:
         lambdas=[float(x) for x in FLAGS.lambdas],
         rescales=list(FLAGS.rescales),
         temperatures=[float(x) for x in FLAGS.temperatures],
+        tolerances=[float(x) for x in FLAGS.tolerances],
         guidance=FLAGS.guidance,
+        steps=FLAGS.steps,
     )
     if FLAGS.out:
         report = dict(

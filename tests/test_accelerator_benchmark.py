@@ -151,10 +151,13 @@ def test_smoke_train_records(smoke_records):
     )
     (default,) = _measured(smoke_records, "default_train")
     recipe = accelerator.default_recipe()
-    assert default["grid"] == recipe["image_size"] // recipe["vq_stride"]
+    # Smoke compiles one block of each kind on a 4 x 4 grid; the recipe it reports (and times on
+    # an accelerator) is the shipped model's.
+    assert default["recipe_grid"] == recipe["image_size"] // recipe["vq_stride"]
+    assert default["grid"] == 4 and 0 < default["params"] < default["recipe_params"]
     assert default["text_len"] == recipe["text_len"] and default["recipe_batch"] == recipe["batch"]
     assert default["scan_layers"] is False and default["flops_source"] == "xla_cost_analysis"
-    assert default["params"] == _default_model_params()
+    assert default["recipe_params"] == _default_model_params()
 
 
 def _default_model_params() -> int:
@@ -165,3 +168,16 @@ def _default_model_params() -> int:
 
     with safe_open(os.path.join(DEFAULT_MODEL, "transformer.safetensors"), "numpy") as f:
         return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+
+
+def test_vq_stride_reads_both_tokenizer_configs():
+    """The dict-only stride (the lent machine need not import the tokenizers) equals the typed
+    configs' own, for the shipped PatchVQ and for a VQModel layout."""
+    from editmgt_jax.assets import DEFAULT_MODEL
+    from editmgt_jax.models.tokenizer import tokenizer_config
+
+    with open(os.path.join(DEFAULT_MODEL, "bundle.json"), encoding="utf-8") as f:
+        shipped = json.load(f)["vq"]
+    vq_model = dict(accelerator.SMOKE_VQ, _class_name="VQModel")
+    for config in (shipped, vq_model):
+        assert accelerator.bundle_vq_stride(config) == tokenizer_config(config).stride

@@ -72,12 +72,12 @@ def test_launch_edit_uses_the_default_model(tmp_path):
     assert edited.shape == example.source.shape
 
 
-def test_default_model_keeps_the_outside_of_the_edit():
-    """14 held-out edits (2 per category): region-hold + paste-back keep the pixels outside the
-    ground-truth edit region (PSNR against the source), and the edits run in one batch.
-
-    Edit *success* is not asserted: the shipped model is undertrained (see its metadata and the
-    README's table); the evaluation in its metadata records it."""
+def test_default_model_edits_held_out_scenes_and_keeps_what_it_holds():
+    """14 held-out edits (2 per category, a world seed no training or tuning used), in one batch,
+    with the bundle's default settings: most succeed (11 of 14 when this bundle shipped; the
+    previous bundle, which did not edit, passed 0-1), every pixel of a held token is the source's
+    (paste-back), and the local edits keep the outside of their ground-truth region (mean PSNR
+    31.0 dB when shipped; a model that rewrote the scene would fall far below)."""
     from editmgt_jax.editor import Editor
 
     editor = Editor.from_bundle(DEFAULT_MODEL)
@@ -85,14 +85,25 @@ def test_default_model_keeps_the_outside_of_the_edit():
     results = editor.edit(
         [e.source for e in examples], [e.instruction for e in examples], batch_size=14
     )
+    success = [
+        metrics.edit_success(e.source, e.target, r.image, e.mask > 0)
+        for e, r in zip(examples, results, strict=True)
+    ]
+    assert sum(success) >= 9, success
+    local = ("add", "remove", "replace", "color", "motion change")
     psnr = [
         metrics.psnr_outside(e.source, r.image, e.mask > 0)
         for e, r in zip(examples, results, strict=True)
-        if not (e.mask > 0).all()
+        if e.category in local
     ]
-    assert np.mean(psnr) >= 30.0, psnr
+    assert np.mean(psnr) >= 28.0, psnr
     held = [r.hold_mask.mean() for r in results]
     assert np.mean(held) > 0.1, held  # region-hold is on by default and holds tokens
+    stride = examples[0].source.shape[0] // results[0].tokens.shape[0]
+    for example, result in zip(examples, results, strict=True):
+        hold = np.asarray(result.hold_mask).reshape(result.tokens.shape)
+        held_pixels = np.kron(hold, np.ones((stride, stride), bool))
+        np.testing.assert_array_equal(result.image[held_pixels], example.source[held_pixels])
 
 
 def test_examples_are_the_worlds_scenes_with_their_instructions():
