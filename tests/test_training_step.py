@@ -98,20 +98,21 @@ def init_params():
 
 @pytest.fixture(scope="module")
 def default_step():
-    """(step, optimizer): default options and a 10-step optimizer, compiled once for the tests
-    that use exactly that (the non-finite and EMA tests; the optimizer is part of the state's
-    static structure, so both must get the same object)."""
-    step = jax.jit(make_train_step(Transformer(CFG), StepOptions(mask_id=CFG.mask_token_id)))
-    return step, make_optimizer(optim(), 10)
+    """(step, optimizer): default options but no condition dropout, and a 40-step optimizer,
+    compiled once for the overfitting, non-finite and EMA tests (the optimizer is part of the
+    state's static structure, so they must get the same object)."""
+    options = StepOptions(mask_id=CFG.mask_token_id, cond_dropout=0.0)
+    step = jax.jit(make_train_step(Transformer(CFG), options))
+    return step, make_optimizer(optim(), 40)
 
 
 def _state(tx, params):
     return Transformer(CFG), TrainState.create(params, tx)
 
 
-def test_loss_falls_when_overfitting_a_few_examples(init_params):
-    model, state = _state(make_optimizer(optim(), 40), init_params)
-    step = jax.jit(make_train_step(model, StepOptions(mask_id=CFG.mask_token_id, cond_dropout=0.0)))
+def test_loss_falls_when_overfitting_a_few_examples(init_params, default_step):
+    step, tx = default_step
+    _, state = _state(tx, init_params)
     batch = _batch()
     unc_s, unc_p = jnp.zeros((6, CFG.joint_attention_dim)), jnp.zeros((CFG.pooled_projection_dim,))
     losses = []

@@ -141,26 +141,40 @@ def make_train_step(
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         finite = jnp.isfinite(loss) & _all_finite(grads)
-        grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
-        updates, new_opt = state.tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
         # EMA warm-up: early on the average must not be dominated by the initial weights.
         count = state.step.astype(jnp.float32)
         decay = jnp.minimum(options.ema_decay, (1.0 + count) / (10.0 + count))
-        new_ema = jax.tree.map(
-            lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params
+
+        def update(operands):
+            params, opt_state, ema_params, grads = operands
+            updates, new_opt = state.tx.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            new_ema = jax.tree.map(
+                lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params
+            )
+            return new_params, new_opt, new_ema
+
+        def skip(operands):
+            params, opt_state, ema_params, _ = operands
+            return params, opt_state, ema_params
+
+        # A branch, not a select per leaf: the same result, and XLA:CPU compiles the step in about
+        # half the time (a select on every parameter, moment and EMA leaf against one global
+        # reduction doubled it).
+        new_params, new_opt, new_ema = jax.lax.cond(
+            finite, update, skip, (state.params, state.opt_state, state.ema_params, grads)
         )
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         skipped = (~finite).astype(jnp.int32)
         state = state.replace(
             step=state.step + (1 - skipped),
-            params=keep(new_params, state.params),
-            opt_state=keep(new_opt, state.opt_state),
-            ema_params=keep(new_ema, state.ema_params),
+            params=new_params,
+            opt_state=new_opt,
+            ema_params=new_ema,
             skipped_steps=state.skipped_steps + skipped,
             consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
         )
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), nonfinite=skipped)
+        grad_norm = jnp.where(finite, optax.global_norm(grads), 0.0)  # 0 on a skipped step
+        metrics = dict(metrics, grad_norm=grad_norm, nonfinite=skipped)
         return state, metrics
 
     return step
