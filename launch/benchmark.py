@@ -191,9 +191,7 @@ def summary_line(result: dict, out: str) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    checkpoint = FLAGS.checkpoint or DEFAULT_MODEL
-    if not os.path.isdir(checkpoint):
-        raise app.UsageError(f"Checkpoint folder {checkpoint!r} does not exist")
+    checkpoint = cli.bundle_folder(FLAGS.checkpoint)
     try:
         result = _run_from_flags(checkpoint)
     except (FileNotFoundError, ValueError) as e:  # layout, key and settings errors included

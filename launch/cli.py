@@ -9,6 +9,7 @@ module it thinks is main: `sys.argv[0]`, the wrapper in bin/).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -22,6 +23,17 @@ def asked_for_help(argv: list[str]) -> bool:
     """Whether a help flag comes before the first `--` (after it, arguments are not flags)."""
     args = argv[: argv.index("--")] if "--" in argv else argv
     return any(arg.split("=")[0] in HELP_FLAGS for arg in args)
+
+
+def bundle_folder(checkpoint: str | None) -> str:
+    """The `--checkpoint` bundle folder, the embedded default model when unset; a UsageError
+    naming it when it does not exist."""
+    from editmgt_jax.assets import DEFAULT_MODEL
+
+    folder = checkpoint or DEFAULT_MODEL
+    if not os.path.isdir(folder):
+        raise app.UsageError(f"Checkpoint folder {folder!r} does not exist")
+    return folder
 
 
 def run_main(main: Callable[[list[str]], object]) -> None:

@@ -43,7 +43,6 @@ import sys
 from absl import app, flags
 from tqdm import tqdm
 
-from editmgt_jax.assets import DEFAULT_MODEL
 from editmgt_jax.atomic import atomic_path
 from launch import cli
 
@@ -227,9 +226,7 @@ def evaluate(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    checkpoint = FLAGS.checkpoint or DEFAULT_MODEL
-    if not os.path.isdir(checkpoint):
-        raise app.UsageError(f"Checkpoint folder {checkpoint!r} does not exist")
+    checkpoint = cli.bundle_folder(FLAGS.checkpoint)
     result = evaluate(
         checkpoint,
         FLAGS.out,

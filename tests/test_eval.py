@@ -165,3 +165,16 @@ def test_target_tokens_reproduced_splits_changed_and_unchanged():
     changed, unchanged = metrics.target_tokens_reproduced(source, source, source)
     assert np.isnan(changed) and unchanged == 1.0
     assert all(np.isnan(metrics.target_tokens_reproduced(source, target, edited[:1])))
+
+
+def test_bundle_folder_defaults_to_the_embedded_model_and_names_a_missing_one(tmp_path):
+    """launch.eval's and launch.benchmark's `--checkpoint` (launch.cli.bundle_folder)."""
+    from absl import app
+
+    from editmgt_jax.assets import DEFAULT_MODEL
+    from launch import cli
+
+    assert cli.bundle_folder(None) == DEFAULT_MODEL
+    assert cli.bundle_folder(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(app.UsageError, match="nowhere.*does not exist"):
+        cli.bundle_folder(str(tmp_path / "nowhere"))

@@ -142,6 +142,19 @@ def _slider_max(default: float, usual: float) -> float:
     return max(usual, float(default))
 
 
+def _output_image(label: str, elem_id: str) -> gr.Image:
+    """A read-only result image, sent to the page as PNG (lossless: webp would change the pixels
+    the guarantee keeps)."""
+    return gr.Image(
+        label=label,
+        elem_id=elem_id,
+        type="filepath",
+        format="png",
+        interactive=False,
+        height=240,
+    )
+
+
 def build(editor, settings: Settings) -> gr.Blocks:
     """The page (not launched; `editmgt_jax.serving.server.start` launches it)."""
     if not settings.output_dir or not settings.upload_dir:
@@ -237,30 +250,9 @@ def build(editor, settings: Settings) -> gr.Blocks:
                     interactive=False,
                 )
                 with gr.Row():
-                    edited = gr.Image(
-                        label="Edited",
-                        elem_id="edited",
-                        type="filepath",
-                        format="png",
-                        interactive=False,
-                        height=240,
-                    )
-                    heatmap = gr.Image(
-                        label="Heatmap (consolidated attention)",
-                        elem_id="heatmap",
-                        type="filepath",
-                        format="png",
-                        interactive=False,
-                        height=240,
-                    )
-                    hold = gr.Image(
-                        label="Hold mask (white = kept from the source)",
-                        elem_id="hold",
-                        type="filepath",
-                        format="png",
-                        interactive=False,
-                        height=240,
-                    )
+                    edited = _output_image("Edited", "edited")
+                    heatmap = _output_image("Heatmap (consolidated attention)", "heatmap")
+                    hold = _output_image("Hold mask (white = kept from the source)", "hold")
                 info = gr.JSON(label="Info", elem_id="info", open=True)
         if settings.examples:
             gr.Examples(
