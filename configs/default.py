@@ -47,8 +47,10 @@ from configs import common, smoke
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in (None, "", "stage1", "stage2"):
-        raise ValueError(f"configs/default.py takes no argument, 'stage1' or 'stage2', got {arg!r}")
+    if arg not in (None, "", "stage1", "stage2", "stage3"):
+        raise ValueError(
+            f"configs/default.py takes no argument, 'stage1', 'stage2' or 'stage3', got {arg!r}"
+        )
     config = smoke.get_config()  # same sections; sizes below
     config.seed = 20261201
     config.image_size = 64
@@ -150,4 +152,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # docs/default_model/tuning.json): lambda 0.3 over lambda 0.1 (+1.3 dB outside for -1.4 points
     # of success), the most likely code (a sampled one puts random codes into the edit).
     config.pipeline.update(dict(score_rescale="max", hold_threshold=0.3, sample_temperature=0.0))
+    if arg == "stage3":
+        return config
+    # Stage 4 (the default): from stage 3's bundle, the two weakest categories held out (replace
+    # 27%, style 45% success; every other one 81-99%) sampled 3x and 2x as often.
+    config.init_from = "workdirs/default_stage3_bundle"
+    config.data.category_weights = ml_collections.ConfigDict({"replace": 3.0, "style": 2.0})
+    config.train.steps = 2400
     return config

@@ -80,6 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             random_crop=True,
             use_tokens=False,  # shards made by launch.tokenize_shards: skip the VQ encode
             worker_count=0,
+            # Relative sampling weight per category name (absent: 1); empty samples as stored.
+            category_weights=ml_collections.ConfigDict(),
         )
     )
     config.train = ml_collections.ConfigDict(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
@@ -50,6 +50,10 @@ class LoaderConfig:
       worker_count: grain worker processes for decoding (0 = in this process).
       use_tokens: emit `source_tokens`/`target_tokens` from the records instead of images.
       drop_remainder: drop a last partial batch (keeps shapes static for jit).
+      category_weights: relative sampling weight per category (a mapping from names in
+        `CATEGORIES`; absent ones weigh 1). Each decoded record is kept with probability
+        weight / max weight (a per-record draw, so the stream stays reproducible and resumable);
+        None keeps every record.
     """
 
     batch_size: int
@@ -61,11 +65,27 @@ class LoaderConfig:
     worker_count: int = 0
     use_tokens: bool = False
     drop_remainder: bool = True
+    category_weights: Mapping[str, float] | None = None
+
+    def __post_init__(self):
+        if self.category_weights is not None:
+            keep_probabilities(self.category_weights)  # fails early on a bad mapping
 
     @property
     def size(self) -> tuple[int, int]:
         r = self.resolution
         return (r, r) if isinstance(r, int) else (int(r[0]), int(r[1]))
+
+
+def keep_probabilities(weights: Mapping[str, float]) -> np.ndarray:
+    """Category weights -> keep probability per `CATEGORIES` index, [len(CATEGORIES)]."""
+    unknown = sorted(set(weights) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"category_weights names unknown categories {unknown}; known: {CATEGORIES}")
+    values = np.array([float(weights.get(c, 1.0)) for c in CATEGORIES])
+    if not np.all(np.isfinite(values)) or np.any(values < 0) or values.max() <= 0:
+        raise ValueError(f"category_weights must be finite, >= 0 and not all 0; got {dict(weights)}")
+    return values / values.max()
 
 
 class ProcessEpochs(grain.MapDataset):
@@ -103,18 +123,28 @@ class ProcessEpochs(grain.MapDataset):
 class DecodeExample(grain.transforms.RandomMap):
     """Serialized record -> dict of arrays (None for an undecodable record, dropped later)."""
 
-    def __init__(self, size: tuple[int, int], random_crop: bool, use_tokens: bool):
+    def __init__(
+        self,
+        size: tuple[int, int],
+        random_crop: bool,
+        use_tokens: bool,
+        category_weights: Mapping[str, float] | None = None,
+    ):
         self.size, self.random_crop, self.use_tokens = size, random_crop, use_tokens
+        self.keep = None if category_weights is None else keep_probabilities(category_weights)
 
     def random_map(self, element: bytes, rng: np.random.Generator) -> dict[str, Any] | None:
         try:
             record = decode_record(element)
         except SchemaError:
             return None
+        category = CATEGORIES.index(record.category)
+        if self.keep is not None and rng.uniform() >= self.keep[category]:
+            return None  # thinned out: this category is sampled less often
         out: dict[str, Any] = {
             "instruction": np.asarray(record.instruction),
             "id": np.asarray(record.id),
-            "category": np.int32(CATEGORIES.index(record.category)),
+            "category": np.int32(category),
         }
         if self.use_tokens:
             if record.source_tokens is None or record.target_tokens is None:
@@ -174,7 +204,9 @@ def host_dataset(
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
     ds = ProcessEpochs(ds, length, index, count, config.num_epochs)
-    decode = DecodeExample(config.size, config.random_crop, config.use_tokens)
+    decode = DecodeExample(
+        config.size, config.random_crop, config.use_tokens, config.category_weights
+    )
     ds = ds.random_map(decode, seed=_crop_seed(config.seed, index))
     it = ds.to_iter_dataset().batch(
         config.batch_size // count, drop_remainder=config.drop_remainder
@@ -241,7 +273,9 @@ def parquet_dataset(
         ds = ds.shuffle(seed=config.seed)
     ds = ds.repeat(config.num_epochs).map(ParquetRows())
     it = InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(mine)))
-    decode = DecodeExample(config.size, config.random_crop, config.use_tokens)
+    decode = DecodeExample(
+        config.size, config.random_crop, config.use_tokens, config.category_weights
+    )
     it = it.filter(_is_record).random_map(decode, seed=_crop_seed(config.seed, index))
     it = it.filter(_is_record).batch(
         config.batch_size // count, drop_remainder=config.drop_remainder

@@ -112,6 +112,7 @@ def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
         random_crop=data.random_crop,
         worker_count=data.worker_count,
         use_tokens=data.use_tokens,
+        category_weights=data.category_weights.to_dict() if data.category_weights else None,
     )
     if data.use_tokens and data.source == "synthetic":
         raise ValueError(
