@@ -14,10 +14,13 @@ nothing (every step resumes or reuses what it already wrote):
     python -m launch.train --config configs/default.py:stage2 --workdir workdirs/default_stage2
     python -m launch.train --config configs/default.py:stage2 --workdir workdirs/default_stage2 \
         --export_to workdirs/default_stage2_bundle
-    python -m launch.train --config configs/default.py --workdir workdirs/default_stage3
-    python -m launch.train --config configs/default.py --workdir workdirs/default_stage3 \
+    python -m launch.train --config configs/default.py:stage3 --workdir workdirs/default_stage3
+    python -m launch.train --config configs/default.py:stage3 --workdir workdirs/default_stage3 \
         --export_to workdirs/default_stage3_bundle
-    python -m launch.eval --checkpoint workdirs/default_stage3_bundle --out workdirs/eval
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage4
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage4 \
+        --export_to workdirs/default_stage4_bundle
+    python -m launch.eval --checkpoint workdirs/default_stage4_bundle --out workdirs/eval
 
 The tokenizer is a `PatchVQ` (4 px cells, 1,024 codes fitted by k-means): a cell's id depends on
 its own pixels only, so the tokens an edit changes are the cells it changes. Images are 64 px:
@@ -33,9 +36,11 @@ held-out probe showed recolouring and adding still at 1-2% changed-token accurac
 background or style changes ~90% of the tokens, a recoloured shape ~3%, so per-token weights gave
 the global edits most of the edit gradient); `stage2` warm-starts from stage 1's
 bundle and adds a per-example mean over each sample's changed tokens (every edit counts the
-same), on a fresh schedule, stopped at step 2,404; the default (stage 3, 1,600 steps) warm-starts
-from stage 2's bundle and supervises the attention of every edit, global ones too (their map
-spreads over the image; with "max" score rescaling such a map holds nothing). The pipeline
+same), on a fresh schedule, stopped at step 2,404; `stage3` (1,600 steps) warm-starts from stage 2's
+bundle and supervises the attention of every edit, global ones too (their map spreads over the
+image; with "max" score rescaling such a map holds nothing); the default (stage 4, 2,400 steps)
+warm-starts from stage 3's bundle and samples the two weakest categories (replace, style) 3x and
+2x as often (`data.category_weights`). The pipeline
 defaults were chosen on a tuning split (benchmarks/tune_pipeline.py, world seed 31337).
 """
 

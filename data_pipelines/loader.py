@@ -81,10 +81,14 @@ def keep_probabilities(weights: Mapping[str, float]) -> np.ndarray:
     """Category weights -> keep probability per `CATEGORIES` index, [len(CATEGORIES)]."""
     unknown = sorted(set(weights) - set(CATEGORIES))
     if unknown:
-        raise ValueError(f"category_weights names unknown categories {unknown}; known: {CATEGORIES}")
+        raise ValueError(
+            f"category_weights names unknown categories {unknown}; known: {CATEGORIES}"
+        )
     values = np.array([float(weights.get(c, 1.0)) for c in CATEGORIES])
     if not np.all(np.isfinite(values)) or np.any(values < 0) or values.max() <= 0:
-        raise ValueError(f"category_weights must be finite, >= 0 and not all 0; got {dict(weights)}")
+        raise ValueError(
+            f"category_weights must be finite, >= 0 and not all 0; got {dict(weights)}"
+        )
     return values / values.max()
 
 

@@ -1,5 +1,9 @@
 """Shared fixtures: the official_tiny checkpoint and its recorded inputs/outputs; a JAX
-compilation cache shared by the tests and the launch scripts they start."""
+compilation cache shared by the tests, the launch scripts they start and (under pytest-xdist) all
+workers; the longest test files collected first, so that `-n 2 --dist loadfile` keeps both
+workers busy to the end."""
+
+import os
 
 import jax
 import numpy as np
@@ -8,12 +12,44 @@ import pytest
 from editmgt_jax.checkpoint.convert.from_torch import load_transformer
 from tests.fixtures_path import fixtures_dir
 
+# The files that take longest (about 25-130 s each on 2 cores, `--durations`), longest first.
+# xdist's loadfile scheduling hands out files in collection order; starting with these leaves the
+# many short files to even out the two workers at the end.
+LONGEST_FILES = (
+    "test_train_launch.py",
+    "test_accelerator_benchmark.py",
+    "test_edit_focus.py",
+    "test_vq_train.py",
+    "test_training_step.py",
+    "test_benchmark_e2e.py",
+    "test_sharding.py",
+    "test_notebook.py",
+    "test_serve_browser.py",
+    "test_default_model.py",
+    "test_serve_api.py",
+    "test_convert_folder.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = os.path.basename(str(item.path))
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
+
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One persistent XLA cache for the session (fresh each run): a program compiled once, e.g.
-    the smoke train step that several launch.train subprocesses build, is not compiled again."""
-    path = str(tmp_path_factory.mktemp("jax_compilation_cache"))
+    the smoke train step that several launch.train subprocesses build, is not compiled again.
+    xdist workers share it (their base folders sit in one folder per run)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "jax_compilation_cache"
+        shared.mkdir(exist_ok=True)
+        path = str(shared)
+    else:
+        path = str(tmp_path_factory.mktemp("jax_compilation_cache"))
     min_seconds = 1.0  # programs that compile faster are not worth a disk round trip
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)

@@ -150,3 +150,32 @@ def test_orbax_checkpoint_manager_saves_and_restores_the_iterator(tmp_path):
         manager.restore(2, args=ocp.args.Composite(data=restore))
     for want in expected:
         np.testing.assert_array_equal(next(restored)["id"], want)
+
+
+def test_category_weights_thin_out_the_other_categories_reproducibly(tmp_path):
+    # 140 records, 20 per category; "replace" keeps all, "add" none, the rest about half.
+    from data_pipelines.schema import CATEGORIES
+
+    source = SyntheticSource(seed=5, num=140, size=32)
+    weights = {c: 1.0 for c in CATEGORIES} | {"replace": 2.0, "add": 0.0}
+    config = LoaderConfig(
+        batch_size=1, resolution=32, seed=4, drop_remainder=False, category_weights=weights
+    )
+    seen = [int(b["category"][0]) for b in EditLoader(source, config)]
+    assert seen == [int(b["category"][0]) for b in EditLoader(source, config)]  # same draws
+    counts = np.bincount(seen, minlength=len(CATEGORIES))
+    every = np.bincount(
+        [
+            int(b["category"][0])
+            for b in EditLoader(source, dataclasses.replace(config, category_weights=None))
+        ],
+        minlength=len(CATEGORIES),
+    )
+    replace, add = CATEGORIES.index("replace"), CATEGORIES.index("add")
+    assert counts[replace] == every[replace] > 0 and counts[add] == 0
+    others = [i for i in range(len(CATEGORIES)) if i not in (replace, add)]
+    assert 0.25 < counts[others].sum() / every[others].sum() < 0.75
+    with pytest.raises(ValueError, match="unknown categories \\['recolor'\\]"):
+        LoaderConfig(batch_size=1, category_weights={"recolor": 2.0})
+    with pytest.raises(ValueError, match="finite, >= 0"):
+        LoaderConfig(batch_size=1, category_weights={"add": -1.0})
