@@ -28,7 +28,8 @@ from packaging.version import Version
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("editmgt_jax", "data_pipelines", "launch", "configs")
 # requirements.txt entries that only the tests, linters and the wheel build need.
-DEV_ONLY = {"pytest", "ruff", "chex", "scipy", "setuptools", "selenium"}
+# execnet comes with pytest-xdist (pinned so CI installs the same one).
+DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "ruff", "chex", "scipy", "setuptools", "selenium"}
 # requirements.txt entries of the `serve` extra (`pip install "editmgt-jax[serve]"`).
 SERVE_EXTRA = {"gradio", "gradio-client"}
 SCRIPTS = {
