@@ -12,22 +12,34 @@ import pytest
 from editmgt_jax.checkpoint.convert.from_torch import load_transformer
 from tests.fixtures_path import fixtures_dir
 
-# The files that take longest (about 25-130 s each on 2 cores, `--durations`), longest first.
+# The files that take longest (about 10-120 s each under `-n 2`, `--durations`), longest first.
 # xdist's loadfile scheduling hands out files in collection order; starting with these leaves the
 # many short files to even out the two workers at the end.
 LONGEST_FILES = (
     "test_train_launch.py",
     "test_accelerator_benchmark.py",
     "test_edit_focus.py",
-    "test_vq_train.py",
     "test_training_step.py",
-    "test_benchmark_e2e.py",
     "test_sharding.py",
-    "test_notebook.py",
-    "test_serve_browser.py",
+    "test_vq_train.py",
+    "test_benchmark_e2e.py",
+    "test_transformer_parity.py",
     "test_default_model.py",
-    "test_serve_api.py",
+    "test_vq.py",
+    "test_serve_browser.py",
+    "test_notebook.py",
+    "test_vq_parity.py",
     "test_convert_folder.py",
+    "test_serve_api.py",
+    "test_editor.py",
+    "test_transformer.py",
+    "test_editor_downsample.py",
+    "test_serving_units.py",
+    "test_eval.py",
+    "test_sampling_transformer_fn.py",
+    "test_docstrings.py",
+    "test_attention.py",
+    "test_data_loader.py",
 )
 
 
@@ -50,7 +62,9 @@ def compilation_cache(tmp_path_factory):
         path = str(shared)
     else:
         path = str(tmp_path_factory.mktemp("jax_compilation_cache"))
-    min_seconds = 1.0  # programs that compile faster are not worth a disk round trip
+    # Every program, however quick to compile: a launch script started again (a resumed training
+    # run, an export) otherwise recompiles dozens of small ones (~3 s per start, measured).
+    min_seconds = 0.0
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
     with pytest.MonkeyPatch.context() as env:  # the subprocesses read the same settings
