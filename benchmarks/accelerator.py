@@ -634,9 +634,8 @@ def run_default_train(shapes: Shapes, emit) -> None:
     )
     shipped = dict(recipe_params=param_count(abstract), recipe_grid=recipe_grid)
     cfg, grid = full, recipe_grid
-    if (
-        FLAGS.smoke
-    ):  # the code path at tiny shapes: its compile on a CPU takes a minute at full size
+    if FLAGS.smoke:
+        # The code path at tiny shapes: its compile on a CPU takes a minute at full size.
         cfg = transformer_config(dict(recipe["transformer"], num_layers=1, num_single_layers=1))
         grid = 4
     options = StepOptions(
