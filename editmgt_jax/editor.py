@@ -399,11 +399,12 @@ class Editor:
                 tokens and on tokens equal to the source's (default: the bundle's pipeline
                 `paste_back`, else False). Decoding a kept token only approximates its pixels.
             paste_back_tolerance: with paste-back, also copy the original pixels back wherever
-                the decoded edit is within this many uint8 levels (every channel) of the decoded
-                source tokens: there the edit did not change what the VQ shows, even where a token
-                id changed (the VQ encoder sees past a token's own cell, so an edit nearby can
-                change the ids of cells it did not touch). 0 (the default unless the bundle's
-                pipeline sets it): only held / unchanged tokens. Costs one more VQ decode.
+                the edited image (at the original size) is within this many uint8 levels (every
+                channel) of the original: there the edit left the pixel as it was, up to what the
+                VQ can show, so the exact original costs at most that many levels of the edit
+                (a changed cell's pixels that the edit did not touch, a kept token the VQ decodes
+                only approximately). 0 (the default unless the bundle's pipeline sets it): only
+                held / unchanged tokens.
             sample_temperature: masked tokens are sampled from softmax(logits / t); 0 takes the
                 most likely code (default: the bundle's pipeline value; 1 as official).
             batch_size: edits per sampler call (per bucket shape).
@@ -529,11 +530,6 @@ class Editor:
         )
         edited = imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, state.tokens)))
         tokens, hold, scores = jax.device_get((state.tokens, state.hold_mask, state.scores))
-        looks_unchanged = None  # bool [B, bucket h, bucket w]
-        if paste_back and tolerance > 0:
-            recon = np.asarray(self._decode_ids(self.vq_params, jnp.asarray(source_tokens)))
-            difference = np.abs(edited.astype(np.int16) - imio.to_uint8(recon))
-            looks_unchanged = difference.max(axis=-1) <= tolerance
 
         results = []
         for b, request in enumerate(requests):
@@ -542,8 +538,9 @@ class Editor:
             if paste_back:
                 unchanged = hold[b] | (np.asarray(tokens[b]) == source_tokens[b])
                 keep = imio.upsample_nearest(unchanged, original.shape[:2])
-                if looks_unchanged is not None:
-                    keep = keep | imio.upsample_nearest(looks_unchanged[b], original.shape[:2])
+                if tolerance > 0:
+                    difference = np.abs(image.astype(np.int16) - original.astype(np.int16))
+                    keep = keep | (difference.max(axis=-1) <= tolerance)
                 if request.mask is not None:
                     keep = keep | ~request.mask
                 image = imio.paste_back(image, original, keep)

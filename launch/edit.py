@@ -79,8 +79,8 @@ def define_flags() -> None:
     flags.DEFINE_float(
         "paste_back_tolerance",
         None,
-        "With --paste_back, also keep the original pixels where the decoded edit is within this "
-        "many uint8 levels of the decoded source tokens (0: only held / unchanged tokens; "
+        "With --paste_back, also keep the original pixels where the edited image is within this "
+        "many uint8 levels of the original, pixel by pixel (0: only held / unchanged tokens; "
         "default: the checkpoint's pipeline setting).",
     )
     flags.DEFINE_float(

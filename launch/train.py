@@ -40,7 +40,11 @@ from editmgt_jax.training.lora import merge
 from editmgt_jax.training.optimizer import make_optimizer
 from editmgt_jax.training.pipeline import TrainingInputs
 from editmgt_jax.training.step import StepOptions, jit_train_step, make_train_step
-from editmgt_jax.training.train_state import create_sharded_train_state, warm_start
+from editmgt_jax.training.train_state import (
+    create_sharded_train_state,
+    train_state_shapes,
+    warm_start,
+)
 from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -181,16 +185,14 @@ def train(
     grid = config.image_size // inputs.vq_stride
     sample = example_inputs(model_cfg, batch=1, grid=(grid, grid), text_len=inputs.text_len)
     lora = config.lora if config.lora.rank > 0 else None
-    state, state_shardings = create_sharded_train_state(
-        model, tx, jax.random.key(config.seed), sample, mesh, lora=lora
-    )
+    state_args = (model, tx, jax.random.key(config.seed), sample, mesh)
     start = checkpoints.latest_step()
-    if start is None and config.init_from:
-        state = warm_start(config.init_from, model_cfg, state, state_shardings)
-    if start is not None:
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-        )
+    if start is None:
+        state, state_shardings = create_sharded_train_state(*state_args, lora=lora)
+        if config.init_from:
+            state = warm_start(config.init_from, model_cfg, state, state_shardings)
+    else:  # restored into its shapes: no weights to initialise first
+        abstract, state_shardings = train_state_shapes(*state_args, lora=lora)
         state, data_state = checkpoints.restore(start, abstract)
         loader.set_state(data_state)
         tqdm.write(f"Resumed from step {start} in {workdir}", file=sys.stderr)

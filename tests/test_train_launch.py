@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,21 +36,44 @@ def metrics(workdir):
 
 
 def _resume_matches(tmp_path, steps, stop, mesh, devices):
-    common = (f"--config.train.steps={steps}", "--config.train.log_every=4", mesh)
-    train(
-        tmp_path / "uninterrupted", *common, f"--config.train.sample_every={steps}", devices=devices
+    """One run of `steps` that also saves at `stop`; a copy of its workdir cut back to what an
+    interruption just after that save leaves (no later checkpoint, metrics, samples or bundle),
+    resumed and stopped again halfway to `steps` by stop_after_steps (the save-then-exit branch a
+    SIGTERM takes too): the same loss there as the run that was never interrupted."""
+    common = (
+        f"--config.train.steps={steps}",
+        "--config.train.log_every=2",
+        f"--config.train.checkpoint_every={stop}",
+        "--config.train.keep_checkpoints=8",
+        mesh,
     )
-    assert os.path.isfile(tmp_path / "uninterrupted" / "samples" / f"step_{steps:07d}.png")
-    assert os.path.isfile(tmp_path / "uninterrupted" / "bundle" / "bundle.json")  # exported
-    train(tmp_path / "resumed", *common, f"--config.train.stop_after_steps={stop}", devices=devices)
-    stopped = metrics(tmp_path / "resumed")
-    assert max(stopped) == stop
-    assert os.path.isdir(tmp_path / "resumed" / "checkpoints" / str(stop))
-    train(tmp_path / "resumed", *common, devices=devices)
-    a, b = metrics(tmp_path / "uninterrupted"), metrics(tmp_path / "resumed")
-    assert abs(a[steps]["loss"] - b[steps]["loss"]) <= 1e-5, (a[steps], b[steps])
-    assert a[steps]["loss"] < a[4]["loss"]  # it learns
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    train(uninterrupted, *common, f"--config.train.sample_every={steps}", devices=devices)
+    assert os.path.isfile(uninterrupted / "samples" / f"step_{steps:07d}.png")
+    assert os.path.isfile(uninterrupted / "bundle" / "bundle.json")  # exported
+    shutil.copytree(uninterrupted, resumed)
+    assert stop in _saved(resumed) and max(_saved(resumed)) == steps
+    for step in _saved(resumed):
+        if step > stop:
+            shutil.rmtree(resumed / "checkpoints" / str(step))
+    for name in ("samples", "bundle"):
+        shutil.rmtree(resumed / name)
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["step"] <= stop]
+    (resumed / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+    halfway = stop + (steps - stop) // 2  # not a checkpoint_every step: the stop saves it
+    proc = train(resumed, *common, f"--config.train.stop_after_steps={halfway}", devices=devices)
+    assert f"Resumed from step {stop}" in proc.stderr
+    assert max(_saved(resumed)) == halfway and max(metrics(resumed)) == halfway
+    assert not (resumed / "bundle").exists()  # stopped early: nothing exported
+    a, b = metrics(uninterrupted), metrics(resumed)
+    assert abs(a[halfway]["loss"] - b[halfway]["loss"]) <= 1e-5, (a[halfway], b[halfway])
+    assert a[steps]["loss"] < a[2]["loss"]  # it learns
     return a
+
+
+def _saved(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -143,7 +167,7 @@ def test_sigterm_saves_and_resume_continues(tmp_path):
     assert f"Resumed from step {saved[0]}" in proc.stderr
 
 
-def test_warm_start_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_bundle):
+def test_warm_start_loads_a_bundle_into_distinct_buffers_and_the_shapes_match(smoke_bundle):
     import jax
 
     from editmgt_jax.checkpoint.bundle import load_bundle
@@ -151,15 +175,26 @@ def test_warm_start_from_a_bundle_loads_its_weights_into_distinct_buffers(smoke_
     from editmgt_jax.models.transformer_config import TransformerConfig
     from editmgt_jax.sharding import create_mesh
     from editmgt_jax.training.optimizer import make_optimizer
-    from editmgt_jax.training.train_state import create_sharded_train_state, warm_start
+    from editmgt_jax.training.train_state import (
+        create_sharded_train_state,
+        train_state_shapes,
+        warm_start,
+    )
 
     config = smoke.get_config()
     cfg = TransformerConfig.from_dict(config.model)
     mesh = create_mesh((1, 1, 1), devices=jax.devices()[:1])
     sample = example_inputs(cfg, batch=1, grid=(4, 4), text_len=4)
-    state, shardings = create_sharded_train_state(
-        Transformer(cfg), make_optimizer(config.optim, 4), jax.random.key(99), sample, mesh
-    )
+    args = (Transformer(cfg), make_optimizer(config.optim, 4), jax.random.key(99), sample, mesh)
+    state, shardings = create_sharded_train_state(*args)
+    # What a resumed or exporting run restores into: the same tree, shapes, dtypes and shardings.
+    shaped, same_shardings = train_state_shapes(*args)
+    assert same_shardings == shardings
+    created = jax.tree_util.tree_flatten_with_path(state)[0]
+    assert [(p, x.shape, x.dtype, x.sharding) for p, x in created] == [
+        (p, x.shape, x.dtype, x.sharding)
+        for p, x in jax.tree_util.tree_flatten_with_path(shaped)[0]
+    ]
     state = warm_start(smoke_bundle, cfg, state, shardings)
     expected = load_bundle(smoke_bundle).transformer_params
     for tree in (state.params, state.ema_params):

@@ -54,8 +54,14 @@ def _tiny_state(trainable: str):
     config = get_config("runlocal")
     config.trainable = trainable
     model = train_vq.make_model(config)
-    state = train_vq.create_state(config, model, None, jax.random.key(0))
+    state = train_vq.create_state(config, model, None, _init_key())
     return config, model, state
+
+
+def _init_key():
+    # An rbg key: XLA compiles the initializers several times faster than with threefry (the
+    # values are not what these tests check).
+    return jax.random.key(0, impl="rbg")
 
 
 def _group_changed(before, after) -> dict[str, bool]:
@@ -112,6 +118,6 @@ def test_init_from_loads_a_matching_folder_and_rejects_another(tmp_path):
         np.testing.assert_array_equal(a, b)
     wider = get_config("runlocal")
     wider.model.block_out_channels = (8, 32)
-    other = train_vq.create_state(wider, train_vq.make_model(wider), None, jax.random.key(0))
+    other = train_vq.create_state(wider, train_vq.make_model(wider), None, _init_key())
     with pytest.raises(ValueError, match="does not match config.model"):
         train_vq.init_params_from(str(tmp_path / "vq"), other["params"])

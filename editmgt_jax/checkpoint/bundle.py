@@ -49,7 +49,7 @@ DEFAULT_PIPELINE = dict(
     sample_temperature=1.0,  # softmax temperature of the token samples (0: most likely code)
     aesthetic_score=6.0,
     paste_back=False,  # source pixels back on held / unchanged tokens (see Editor.run)
-    paste_back_tolerance=0.0,  # ... and where the decoded edit is this close to the source's
+    paste_back_tolerance=0.0,  # ... and where the edited pixel is this close to the original's
 )
 
 

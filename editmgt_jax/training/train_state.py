@@ -56,6 +56,41 @@ class TrainState:
         )
 
 
+def _state_init(model, tx, sample_inputs, lora):
+    def init(key):
+        params = model.init(key, **sample_inputs)["params"]
+        if lora is None:
+            return TrainState.create(params, tx)
+        adapters = init_lora(jax.random.fold_in(key, 1), params, lora.rank, tuple(lora.targets))
+        return TrainState.create(adapters, tx, frozen_params=params)
+
+    return init
+
+
+def train_state_shapes(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    sample_inputs: dict[str, Any],
+    mesh: jax.sharding.Mesh,
+    lora: Any = None,
+) -> tuple[TrainState, Any]:
+    """(abstract state, shardings) of `create_sharded_train_state`, computing nothing.
+
+    The abstract state's leaves are `jax.ShapeDtypeStruct`s that carry their shardings: what a
+    checkpoint restores into (resuming or exporting needs no initialised weights, so no init
+    program is compiled or run).
+    """
+    abstract = jax.eval_shape(_state_init(model, tx, sample_inputs, lora), rng)
+    shardings = sharding.tree_shardings(abstract, mesh)  # from the boxes' logical axes
+    shaped = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        nn.meta.unbox(abstract),
+        shardings,
+    )
+    return shaped, shardings
+
+
 def create_sharded_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -71,16 +106,8 @@ def create_sharded_train_state(
     `rank` and `targets`), the initialised parameters become `frozen_params` and only the adapters
     are trained. Returns (state, shardings).
     """
-
-    def init(key):
-        params = model.init(key, **sample_inputs)["params"]
-        if lora is None:
-            return TrainState.create(params, tx)
-        adapters = init_lora(jax.random.fold_in(key, 1), params, lora.rank, tuple(lora.targets))
-        return TrainState.create(adapters, tx, frozen_params=params)
-
-    abstract = jax.eval_shape(init, rng)
-    shardings = sharding.tree_shardings(abstract, mesh)
+    init = _state_init(model, tx, sample_inputs, lora)
+    shardings = sharding.tree_shardings(jax.eval_shape(init, rng), mesh)
     with sharding.activation_sharding(mesh):
         state = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(rng)
     return state, shardings
