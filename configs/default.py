@@ -17,10 +17,13 @@ nothing (every step resumes or reuses what it already wrote):
     python -m launch.train --config configs/default.py:stage3 --workdir workdirs/default_stage3
     python -m launch.train --config configs/default.py:stage3 --workdir workdirs/default_stage3 \
         --export_to workdirs/default_stage3_bundle
-    python -m launch.train --config configs/default.py --workdir workdirs/default_stage4
-    python -m launch.train --config configs/default.py --workdir workdirs/default_stage4 \
+    python -m launch.train --config configs/default.py:stage4 --workdir workdirs/default_stage4
+    python -m launch.train --config configs/default.py:stage4 --workdir workdirs/default_stage4 \
         --export_to workdirs/default_stage4_bundle
-    python -m launch.eval --checkpoint workdirs/default_stage4_bundle --out workdirs/eval
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage5
+    python -m launch.train --config configs/default.py --workdir workdirs/default_stage5 \
+        --export_to workdirs/default_stage5_bundle
+    python -m launch.eval --checkpoint workdirs/default_stage5_bundle --out workdirs/eval
 
 The tokenizer is a `PatchVQ` (4 px cells, 1,024 codes fitted by k-means): a cell's id depends on
 its own pixels only, so the tokens an edit changes are the cells it changes. Images are 64 px:
@@ -31,16 +34,17 @@ Training is edit-focused (editmgt_jax/training/step.py): in half the samples the
 changes are masked first (the order in which sampling reveals them); the consolidated attention of
 blocks 2-4 is supervised toward the changed cells (the ground truth only this world has); the
 token tables start from the codebook's patches; and the edit's tokens weigh more in the loss. In
-three stages: `stage1` weighed every changed token 4x (stopped at step 1,288 of 8,000, when the
+five stages: `stage1` weighed every changed token 4x (stopped at step 1,288 of 8,000, when the
 held-out probe showed recolouring and adding still at 1-2% changed-token accuracy: a new
 background or style changes ~90% of the tokens, a recoloured shape ~3%, so per-token weights gave
 the global edits most of the edit gradient); `stage2` warm-starts from stage 1's
 bundle and adds a per-example mean over each sample's changed tokens (every edit counts the
 same), on a fresh schedule, stopped at step 2,404; `stage3` (1,600 steps) warm-starts from stage 2's
 bundle and supervises the attention of every edit, global ones too (their map spreads over the
-image; with "max" score rescaling such a map holds nothing); the default (stage 4, 2,400 steps)
+image; with "max" score rescaling such a map holds nothing); `stage4` (2,400 steps)
 warm-starts from stage 3's bundle and samples the two weakest categories (replace, style) 3x and
-2x as often (`data.category_weights`). The pipeline
+2x as often (`data.category_weights`); the default (stage 5, 3,000 steps) warm-starts from stage
+4's bundle with replace 4x, style 3x, add and remove 1.5x. The pipeline
 defaults were chosen on a tuning split (benchmarks/tune_pipeline.py, world seed 31337).
 """
 
