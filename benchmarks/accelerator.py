@@ -284,17 +284,13 @@ def random_transformer_params(cfg):
 def random_train_state(model, tx, sample, mesh):
     """(state, shardings) as `create_sharded_train_state` makes them (the same tree, logical
     shardings and dtypes), with `fixed_values` weights instead of the model's initializers."""
-    import flax.linen as nn
     import jax
 
     from editmgt_jax import sharding
-    from editmgt_jax.training.train_state import TrainState
+    from editmgt_jax.training.train_state import TrainState, train_state_shapes
 
-    abstract = jax.eval_shape(
-        lambda k: TrainState.create(model.init(k, **sample)["params"], tx), jax.random.key(0)
-    )
-    shardings = sharding.tree_shardings(abstract, mesh)
-    params = fixed_values(nn.meta.unbox(abstract.params), shardings.params)
+    abstract, shardings = train_state_shapes(model, tx, jax.random.key(0), sample, mesh)
+    params = fixed_values(abstract.params, shardings.params)
     with sharding.activation_sharding(mesh):
         state = jax.jit(lambda p: TrainState.create(p, tx), out_shardings=shardings)(params)
     return state, shardings

@@ -106,8 +106,8 @@ def create_sharded_train_state(
     `rank` and `targets`), the initialised parameters become `frozen_params` and only the adapters
     are trained. Returns (state, shardings).
     """
+    _, shardings = train_state_shapes(model, tx, rng, sample_inputs, mesh, lora)
     init = _state_init(model, tx, sample_inputs, lora)
-    shardings = sharding.tree_shardings(jax.eval_shape(init, rng), mesh)
     with sharding.activation_sharding(mesh):
         state = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(rng)
     return state, shardings
