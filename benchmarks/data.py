@@ -1,11 +1,19 @@
-r"""Input pipeline throughput: records/s for decode + joint resize/crop, per resolution and workers.
+r"""Input pipeline throughput: records/s for decode + joint resize/crop, per resolution and workers;
+and (`--benchmark=convert`) the CrispEdit parquet -> ArrayRecord conversion on Apache Beam.
 
   python -m benchmarks.data --resolutions 256,512,1024 --workers 1,2 --seconds 10
+  python -m benchmarks.data --benchmark=convert --convert_rows 40 --workers 1,2
 
-Records are photo-like JPEG pairs whose short side is the resolution (every other target 1.25x
-larger, as in CrispEdit); each is decoded and jointly cropped to resolution x resolution by the
-grain loader in `workers` worker processes. Worker start-up is excluded (timing starts after the
-first batches). Prints one JSON object per configuration, with the machine's load average.
+Loader: records are photo-like JPEG pairs whose short side is the resolution (every other target
+1.25x larger, as in CrispEdit); each is decoded and jointly cropped to resolution x resolution by
+the grain loader in `workers` worker processes. Worker start-up is excluded (timing starts after
+the first batches). Prints one JSON object per configuration, with the machine's load average.
+
+Convert: `--convert_rows` CrispEdit-like rows (photo-like pairs at `--convert_px` short side:
+JPEG sources, every other target a PNG, ~1-3 MB an image) in files of several row groups, through
+`launch.prepare_data`'s Beam pipeline (`data_pipelines.beam_convert`) on the local runner with
+`workers` worker processes; rows/s and input MB/s, in all and per worker, for the whole run
+(worker start-up included, as a job pays it; `startup_s` is an empty pipeline's).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import io
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +43,12 @@ flags.DEFINE_float("seconds", 10.0, "Timed seconds per configuration.")
 flags.DEFINE_integer("records", 24, "Distinct records per resolution (repeated).")
 flags.DEFINE_integer("batch_size", 4, "Batch size.")
 flags.DEFINE_integer("seed", 0, "Image seed.")
+flags.DEFINE_enum("benchmark", "loader", ["loader", "convert"], "What to measure.")
+flags.DEFINE_integer("convert_rows", 40, "convert: parquet rows (edit pairs).")
+flags.DEFINE_integer("convert_px", 1024, "convert: image short side in pixels.")
+flags.DEFINE_integer("convert_files", 2, "convert: parquet files (rows split evenly).")
+flags.DEFINE_integer("convert_row_group", 5, "convert: rows per row group.")
+flags.DEFINE_integer("convert_shards", 4, "convert: output shards.")
 
 
 def _jpeg(array: np.ndarray) -> bytes:
@@ -85,8 +101,118 @@ def measure(records: list[bytes], resolution: int, workers: int, seconds: float)
     }
 
 
+def _image(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        Image.fromarray(array).save(buffer, format="JPEG", quality=98)
+    else:
+        Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_crispedit_like(root: str, rows: int, px: int, files: int, row_group: int, seed: int):
+    """CrispEdit-layout parquet files of photo-like pairs; returns their total bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    # Distinct content per image from a few base photos (a full `photo()` at 1024 px takes ~1 s):
+    # a random crop offset, flip and grain of each.
+    bases = [photo(rng, px + 64, px * 5 // 4 + 64) for _ in range(4)]
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [("input_img", struct), ("output_img", struct), ("instruction", pa.string()),
+         ("type", pa.string())]
+    )  # fmt: skip
+    os.makedirs(os.path.join(root, "data"), exist_ok=True)
+    total = 0
+    per_file = -(-rows // files)
+    for index in range(files):
+        table = []
+        for row in range(index * per_file, min(rows, (index + 1) * per_file)):
+            base = bases[row % len(bases)]
+            y, x = rng.integers(0, 64, 2)
+            source = base[y : y + px, x : x + px * 5 // 4]
+            if row % 3 == 1:
+                source = source[:, ::-1]
+            noise = rng.normal(0, 3, source.shape)
+            source = np.clip(source + noise, 0, 255).astype(np.uint8)
+            target = source.copy()
+            target[: px // 2, : px // 2] = 255 - target[: px // 2, : px // 2]
+            table.append(
+                {
+                    "input_img": {"bytes": _image(source, "JPEG"), "path": f"{row}_in.jpg"},
+                    "output_img": {
+                        "bytes": _image(target, "PNG" if row % 2 else "JPEG"),
+                        "path": f"{row}_out",
+                    },
+                    "instruction": "invert the top left corner",
+                    "type": "color",
+                }
+            )
+        path = os.path.join(root, "data", f"color_{index:05d}.parquet")
+        pq.write_table(pa.Table.from_pylist(table, schema=schema), path, row_group_size=row_group)
+        total += os.path.getsize(path)
+    return total
+
+
+def measure_convert(root: str, input_bytes: int, rows: int, workers: int, scratch: str) -> dict:
+    """One conversion run of `root` on the local Beam runner with `workers` processes."""
+    import apache_beam as beam
+
+    from data_pipelines import beam_convert
+
+    mode = "multi_processing" if workers > 1 else "in_memory"
+    options = f"--direct_num_workers={workers} --direct_running_mode={mode}"
+    start = time.perf_counter()  # an empty pipeline: the runner's and workers' start-up
+    with beam.Pipeline(options=beam_convert.pipeline_options(options)) as pipeline:
+        _ = pipeline | beam.Create([0]) | beam.Map(lambda x: x)
+    startup = time.perf_counter() - start
+    out = os.path.join(scratch, f"out_{workers}")
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    summary = beam_convert.convert(
+        root, out, FLAGS.convert_shards, beam_convert.pipeline_options(options)
+    )
+    elapsed = time.perf_counter() - start
+    if summary["written"] != rows:
+        raise RuntimeError(f"converted {summary['written']} of {rows} rows: {summary}")
+    megabytes = input_bytes / 1e6
+    return {
+        "benchmark": "crispedit_convert_beam",
+        "runner": summary["runner"],
+        "workers": workers,
+        "rows": rows,
+        "input_mb": round(megabytes, 1),
+        "mb_per_row": round(megabytes / rows, 2),
+        "px": FLAGS.convert_px,
+        "seconds": round(elapsed, 2),
+        "startup_s": round(startup, 2),
+        "rows_per_s": round(rows / elapsed, 2),
+        "mb_per_s": round(megabytes / elapsed, 2),
+        "rows_per_s_per_worker": round(rows / elapsed / workers, 2),
+        "mb_per_s_per_worker": round(megabytes / elapsed / workers, 2),
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.benchmark == "convert":
+        scratch = tempfile.mkdtemp(prefix="bench_convert_")
+        try:
+            root = os.path.join(scratch, "crispedit")
+            rows = FLAGS.convert_rows
+            args = (rows, FLAGS.convert_px, FLAGS.convert_files, FLAGS.convert_row_group)
+            size = make_crispedit_like(root, *args, FLAGS.seed)
+            for workers in map(int, FLAGS.workers):
+                result = measure_convert(root, size, rows, max(1, workers), scratch)
+                print(json.dumps(result), flush=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     for resolution in map(int, FLAGS.resolutions):
         records = make_records(resolution, FLAGS.records, FLAGS.seed)
         for workers in map(int, FLAGS.workers):

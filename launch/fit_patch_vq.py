@@ -20,7 +20,6 @@ import collections
 import json
 import os
 import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from data_pipelines.synthetic.generate import make_example
-from editmgt_jax.atomic import atomic_path
+from editmgt_jax.atomic import atomic_path, make_temp_dir
 from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.evaluation.edit_eval import vq_ceiling
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig, to_patches
@@ -114,7 +113,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     os.makedirs(workdir, exist_ok=True)
     final = os.path.join(workdir, "vq")
-    tmp = tempfile.mkdtemp(prefix=".vq.", dir=workdir)
+    tmp = make_temp_dir(workdir, prefix=".vq.")
     try:
         save_vq(tmp, model, params)
         if os.path.exists(final):

@@ -1,11 +1,17 @@
-"""Parameter count and AOT-compiled memory of one transformer forward, without allocating weights.
+"""Parameter count, training-state bytes and AOT-compiled memory of one transformer forward,
+without allocating weights.
 
     python -m launch.inspect --config configs/editmgt_1b.py
     python -m launch.inspect --config configs/editmgt_1b.py --config.model.dtype=bfloat16 \
         --config.model.param_dtype=bfloat16 --config.inspect.grid=32
+    python -m launch.inspect --config configs/editmgt_crispedit.py --nocompile
+    python -m launch.inspect --config configs/editmgt_crispedit.py:lora --nocompile
 
-Prints one JSON line: transformer_params, and (unless --nocompile) the compiled forward's memory
-analysis in bytes for `config.inspect` (grid x grid tokens, batch, text length, with/without source).
+Prints one JSON line: transformer_params; for training configs (with `train` and `optim`) the
+bytes of the parameters, the trainable ones (LoRA adapters), the optimizer state, the EMA and
+the frozen text encoder (`editmgt_jax.training.memory`); and (unless --nocompile) the compiled
+forward's memory analysis in bytes for `config.inspect` (grid x grid tokens, batch, text length,
+with/without source). A config that takes its architecture from `init_from` is resolved first.
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ _COMPILE = flags.DEFINE_bool("compile", True, "AOT-compile one forward and repor
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
+    from editmgt_jax.training.config_from_bundle import resolve_config
+
+    try:
+        config = resolve_config(_CONFIG.value)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from e
     cfg = TransformerConfig.from_dict(config.model)
     report = dict(
         transformer_params=count_params(cfg),
@@ -35,6 +46,10 @@ def main(argv):
         param_dtype=cfg.param_dtype,
         scan_layers=cfg.scan_layers,
     )
+    if "train" in config and "optim" in config:
+        from editmgt_jax.training.memory import training_bytes
+
+        report.update(training_bytes(config))
     if _COMPILE.value:
         shape = config.inspect
         stats, seconds = forward_memory(

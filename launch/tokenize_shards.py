@@ -5,9 +5,15 @@ r"""Pre-encodes the source and target images of edit-record shards with a VQ tok
 
 Each record gets `source_tokens`/`target_tokens` [resolution/stride]^2 of its centred joint crop at
 `--resolution` (the images are kept, so the loader can read either). Encoding is one jitted
-function, batch split over all local devices; every process takes every process_count-th shard.
-Output shards keep their names, are written atomically and are skipped when already there.
-Prints one final JSON line with `written`, `shards`, `shards_skipped`, `token_shape`.
+function, batch split over all local devices. Output shards keep their names, are written
+atomically and are skipped when already there, so a stopped job resumes shard by shard.
+
+Multi-host (a TPU pod slice, a GPU cluster): run the same command on every host with the flags of
+launch.train (`--distributed` on TPU; elsewhere `--coordinator_address=host0:1234
+--num_processes=N --process_id=i`). Process i tokenizes every N-th shard of the sorted list
+(from i), so each shard is tokenized by exactly one process; each writes its counts to
+`<out>/.tokenize-process-<i>-of-<N>.json`, and after a barrier process 0 prints one final JSON
+line for all of them: `written`, `skipped`, `shards`, `shards_skipped`, `token_shape`, ...
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ from launch import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shards", None, "Folder (or glob) of edit-record ArrayRecord shards.")
-flags.DEFINE_string("vq", None, "VQ checkpoint folder (diffusers layout), read by load_vq.")
+flags.DEFINE_string(
+    "vq", None, "VQ checkpoint: a diffusers-layout folder, or a bundle (its VQ), read by load_vq."
+)
 flags.DEFINE_string("out", None, "Output folder for the token shards.")
 flags.DEFINE_integer("resolution", 256, "Square crop side in pixels (multiple of the VQ stride).")
 flags.DEFINE_integer("batch_size", 32, "Images per encode call (rounded up to the devices).")
 flags.mark_flags_as_required(["shards", "vq", "out"])
+cli.define_distributed_flags(__name__)  # the same multi-host flags as launch.train
 
 
 @dataclasses.dataclass
@@ -105,8 +114,30 @@ def tokenize_shard(
     return write_shard(out_path, records()), skipped
 
 
+def process_summary_path(out: str, index: int, count: int) -> str:
+    """Where process `index` of `count` writes its counts (hidden: not a shard)."""
+    return os.path.join(out, f".tokenize-process-{index:05d}-of-{count:05d}.json")
+
+
+def combine(summaries: list[dict]) -> dict:
+    """The final summary of all processes' summaries (counts add up; the rate is of the job)."""
+    written = sum(s["written"] for s in summaries)
+    seconds = max(s["seconds"] for s in summaries)
+    return {
+        "written": written,
+        "skipped": sum(s["skipped"] for s in summaries),
+        "shards": sum(s["shards"] for s in summaries),
+        "shards_skipped": sum(s["shards_skipped"] for s in summaries),
+        "token_shape": summaries[0]["token_shape"],
+        "records_per_s": round(written / seconds, 2) if seconds > 0 else None,
+        "devices": sum(s["devices"] for s in summaries),
+        "processes": len(summaries),
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
+    cli.initialize_distributed()  # before anything touches a JAX backend
     from editmgt_jax.checkpoint import load_vq
 
     model, params = load_vq(FLAGS.vq)
@@ -120,7 +151,9 @@ def main(argv: list[str]) -> None:
     size = (FLAGS.resolution, FLAGS.resolution)
     dtype = np.int16 if model.config.num_vq_embeddings <= np.iinfo(np.int16).max else np.int32
     encode = make_encoder(model, params, batch)
-    shards = list_shards(FLAGS.shards)[jax.process_index() :: jax.process_count()]
+    index, count = jax.process_index(), jax.process_count()
+    # Every process lists the same (shared) folder and sorts it: the strided slices partition it.
+    shards = list_shards(FLAGS.shards)[index::count]
     os.makedirs(FLAGS.out, exist_ok=True)
     manifest = {
         "vq": os.path.abspath(FLAGS.vq),
@@ -129,30 +162,48 @@ def main(argv: list[str]) -> None:
         "token_shape": [FLAGS.resolution // stride] * 2,
         "crop": "centre, joint (data_pipelines.transforms.joint_resize_crop)",
     }
-    with atomic_path(os.path.join(FLAGS.out, "tokenize.json")) as tmp, open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
+    if index == 0:
+        with atomic_path(os.path.join(FLAGS.out, "tokenize.json")) as tmp, open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
     written, reused, skipped, start = 0, 0, 0, time.perf_counter()
+    tokenized = []
     for in_path in shards:
         out_path = os.path.join(FLAGS.out, os.path.basename(in_path))
         if os.path.exists(out_path):
             reused += 1
             continue
-        count, messages = tokenize_shard(in_path, out_path, encode, batch, size, dtype)
-        written += count
+        count_written, messages = tokenize_shard(in_path, out_path, encode, batch, size, dtype)
+        written += count_written
         skipped += len(messages)
+        tokenized.append(os.path.basename(in_path))
         for message in messages[:3]:
             logging.warning("skipped a record of %s: %s", in_path, message)
-    elapsed = time.perf_counter() - start
-    summary = {
+    mine = {
+        "process": index,
         "written": written,
         "skipped": skipped,
         "shards": len(shards),
         "shards_skipped": reused,
+        "tokenized": tokenized,
         "token_shape": manifest["token_shape"],
-        "records_per_s": round(written / elapsed, 2) if elapsed > 0 else None,
+        "seconds": time.perf_counter() - start,
         "devices": devices,
     }
-    print(json.dumps(summary))
+    if count == 1:
+        print(json.dumps(combine([mine])))
+        return
+    with atomic_path(process_summary_path(FLAGS.out, index, count)) as tmp, open(tmp, "w") as f:
+        json.dump(mine, f, sort_keys=True)
+    # Every process has written its file once all have reached this barrier.
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("tokenize_shards: summaries written")
+    if index == 0:
+        summaries = []
+        for i in range(count):
+            with open(process_summary_path(FLAGS.out, i, count)) as f:
+                summaries.append(json.load(f))
+        print(json.dumps(combine(summaries)))
 
 
 def run():

@@ -32,10 +32,18 @@ from tqdm import tqdm
 
 from data_pipelines.loader import EditLoader, LoaderConfig
 from editmgt_jax import sharding
-from editmgt_jax.checkpoint.bundle import Bundle, save_bundle
+from editmgt_jax.checkpoint.bundle import Bundle, is_bundle, read_manifest, save_bundle
 from editmgt_jax.checkpoint.manager import TrainCheckpoints
 from editmgt_jax.models.transformer import Transformer, example_inputs
 from editmgt_jax.models.transformer_config import TransformerConfig
+from editmgt_jax.training.config_from_bundle import resolve_config
+from editmgt_jax.training.from_config import (
+    lora_section,
+    step_options,
+    use_ema,
+    validate,
+    validate_grid,
+)
 from editmgt_jax.training.lora import merge
 from editmgt_jax.training.optimizer import make_optimizer
 from editmgt_jax.training.pipeline import TrainingInputs
@@ -49,10 +57,7 @@ from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+cli.define_distributed_flags(__name__)  # --distributed, --coordinator_address, ...
 _EXPORT_TO = flags.DEFINE_string(
     "export_to",
     None,
@@ -72,37 +77,6 @@ class Preemption:
         del signum, frame
         logging.warning("SIGTERM: saving a checkpoint after this step, then exiting.")
         self.requested = True
-
-
-def initialize_distributed() -> None:
-    if _COORDINATOR.value:
-        # Cross-process collectives for CPU devices (local multi-process runs and tests); it does
-        # not affect TPU/GPU. Querying the backend here would initialise it too early.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value,
-            num_processes=_NUM_PROCESSES.value,
-            process_id=_PROCESS_ID.value,
-        )
-    elif _DISTRIBUTED.value:
-        jax.distributed.initialize()
-
-
-def validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
-    """Errors that must come before any compute."""
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    batch = config.train.batch_size
-    if batch % data_parallel:
-        raise ValueError(
-            f"train.batch_size={batch} is not divisible by the data-parallel size {data_parallel} "
-            f"(mesh data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']})"
-        )
-    if batch % jax.process_count():
-        raise ValueError(
-            f"train.batch_size={batch} must divide by the {jax.process_count()} processes"
-        )
-    if config.train.steps < 1:
-        raise ValueError(f"train.steps={config.train.steps}; expected >= 1")
 
 
 def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
@@ -169,6 +143,8 @@ def train(
 ) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged metrics. With `export_to`, writes the
     latest checkpoint as a bundle there instead and returns {"step", "bundle"}."""
+    # Placeholders (configs/editmgt_crispedit.py) filled from init_from; others unchanged.
+    config = resolve_config(config)
     mesh = sharding.create_mesh(config.mesh.ici_parallelism, config.mesh.dcn_parallelism)
     validate(config, mesh)
     model_cfg = TransformerConfig.from_dict(config.model)
@@ -180,19 +156,20 @@ def train(
     checkpoints.check_config(config)
     loader = make_loader(config)  # before any compute: a data path without records fails here
 
-    inputs = TrainingInputs.create(config)  # VQ tokenizer + frozen text encoder (cached)
+    inputs = TrainingInputs.create(config)  # VQ tokenizer + frozen text encoder
     tx = make_optimizer(config.optim, config.train.steps)
-    grid = config.image_size // inputs.vq_stride
+    grid = validate_grid(config, inputs.vq_stride, model_cfg.token_stride)
     sample = example_inputs(model_cfg, batch=1, grid=(grid, grid), text_len=inputs.text_len)
-    lora = config.lora if config.lora.rank > 0 else None
-    state_args = (model, tx, jax.random.key(config.seed), sample, mesh)
+    lora = lora_section(config)
+    state_args = (model, tx, jax.random.key(config.seed), sample, mesh, lora, use_ema(config))
     start = checkpoints.latest_step()
     if start is None:
-        state, state_shardings = create_sharded_train_state(*state_args, lora=lora)
+        state, state_shardings = create_sharded_train_state(*state_args)
         if config.init_from:
-            state = warm_start(config.init_from, model_cfg, state, state_shardings)
+            partial = bool(config.get("init_partial", False))
+            state = warm_start(config.init_from, model_cfg, state, state_shardings, partial)
     else:  # restored into its shapes: no weights to initialise first
-        abstract, state_shardings = train_state_shapes(*state_args, lora=lora)
+        abstract, state_shardings = train_state_shapes(*state_args)
         state, data_state = checkpoints.restore(start, abstract)
         loader.set_state(data_state)
         tqdm.write(f"Resumed from step {start} in {workdir}", file=sys.stderr)
@@ -204,7 +181,7 @@ def train(
         options = step_options(config, model_cfg, lora)
         bundle = bundle_from_state(config, state, options, inputs, start)
         if jax.process_index() == 0:
-            save_bundle(export_to, bundle, overwrite=True)
+            write_bundle(export_to, bundle, config)
         return {"step": start, "bundle": os.path.abspath(export_to)}
 
     if start is None and not config.init_from and config.train.init_tables_from_codebook:
@@ -215,7 +192,12 @@ def train(
     step_fn = jit_train_step(
         make_train_step(model, options), state_shardings, batch_sharding, replicated
     )
-    uncond = inputs.uncond()
+    # The text encoder on the mesh: cached per instruction on the host (the embedded model's
+    # small world) or encoded per batch with its weights sharded (the released model's recipe).
+    conditioning = inputs.conditioning(
+        mesh, batch_sharding, cache=config.text_encoder.get("cache", True)
+    )
+    uncond = conditioning.uncond()
     base_key = jax.random.key(config.seed + 1)
     log = MetricsLog(workdir)
     samples = probe = None
@@ -233,11 +215,7 @@ def train(
     try:
         with sharding.activation_sharding(mesh):
             while step < config.train.steps:
-                host_batch = inputs.batch(next(loader))
-                batch = {
-                    k: jax.make_array_from_process_local_data(batch_sharding, v)
-                    for k, v in host_batch.items()
-                }
+                batch = inputs.device_batch(next(loader), conditioning)
                 state, metrics = step_fn(state, batch, uncond[0], uncond[1], base_key)
                 step = int(state.step)
                 examples += config.train.batch_size
@@ -267,7 +245,7 @@ def train(
                 if samples is not None and step % config.train.sample_every == 0:
                     samples(step, state, options)
                 if probe is not None and step % config.train.probe_every == 0:
-                    log.write(dict(probe(state.ema_params), step=step))
+                    log.write(dict(probe(evaluated_params(state)), step=step))
                 if step % config.train.checkpoint_every == 0 or step == config.train.steps:
                     checkpoints.save(step, state, loader.get_state())
                     saved_step = step
@@ -289,26 +267,6 @@ def train(
     return last
 
 
-def step_options(config, model_cfg: TransformerConfig, lora) -> StepOptions:
-    """The train step's options from the config's `train` section."""
-    train = config.train
-    return StepOptions(
-        mask_id=model_cfg.mask_token_id,
-        min_mask_ratio=train.min_mask_ratio,
-        cond_dropout=train.cond_dropout,
-        ema_decay=train.ema_decay,
-        timestep_convention=model_cfg.timestep_convention,
-        lora_scale=config.lora.alpha / config.lora.rank if lora is not None else 0.0,
-        changed_loss_weight=train.changed_loss_weight,
-        changed_loss_per_example=train.changed_loss_per_example,
-        changed_mask_rate=train.changed_mask_rate,
-        attention_loss_weight=train.attention_loss_weight,
-        attention_blocks=tuple(train.attention_loss_blocks),
-        attention_max_fraction=train.attention_max_fraction,
-        token_stride=model_cfg.token_stride,
-    )
-
-
 def init_tables_from_codebook(state, shardings, inputs: TrainingInputs, seed: int):
     """A fresh state whose token embeddings and output weights start from the VQ codebook
     (`editmgt_jax.training.token_init`); params and EMA alike."""
@@ -321,7 +279,7 @@ def init_tables_from_codebook(state, shardings, inputs: TrainingInputs, seed: in
         jax.device_get(state.params), np.asarray(codebook), jax.random.key(seed + 2)
     )
     params = jax.device_put(params, shardings.params)
-    ema = jax.tree.map(lambda x: x.copy(), params)
+    ema = None if state.ema_params is None else jax.tree.map(lambda x: x.copy(), params)
     return state.replace(params=params, ema_params=ema)
 
 
@@ -401,30 +359,85 @@ def export_bundle(config, workdir: str, state, options: StepOptions, inputs, ste
     bundle = bundle_from_state(config, state, options, inputs, step)
     path = os.path.join(workdir, "bundle")
     if jax.process_index() == 0:
-        save_bundle(path, bundle, overwrite=True)
+        write_bundle(path, bundle, config)
     return path
 
 
+def evaluated_params(state):
+    """The weights a run is judged by: the EMA's, or the raw ones when it keeps no EMA."""
+    return state.params if state.ema_params is None else state.ema_params
+
+
+# What a bundle converted from a released folder carries beyond its weights, kept in a bundle
+# trained from it: the tokenizers and official extras (folders), and the record of the source
+# layout that `launch.export --to_torch` writes back (metadata).
+CARRIED_FOLDERS = ("tokenizers", "official")
+CARRIED_METADATA = ("converted_from", "source_folder", "sources", "tokenizer_sources", "dtype")
+
+
+def write_bundle(path: str, bundle: Bundle, config) -> str:
+    """Saves `bundle` at `path` (atomically) and, when the run started from a converted bundle,
+    adds that bundle's tokenizer and official folders."""
+    import shutil
+    import tempfile
+
+    from editmgt_jax.checkpoint.folder import replace_folder
+
+    init = config.get("init_from", "")
+    carried = [
+        os.path.join(init, name)
+        for name in CARRIED_FOLDERS
+        if is_bundle(init) and os.path.isdir(os.path.join(init, name))
+    ]
+    if not carried:
+        return save_bundle(path, bundle, overwrite=True)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".bundle.", dir=parent)
+    try:
+        inner = save_bundle(os.path.join(stage, "bundle"), bundle)
+        for folder in carried:
+            shutil.copytree(folder, os.path.join(inner, os.path.basename(folder)))
+        replace_folder(inner, os.path.abspath(path))
+        return os.path.abspath(path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def bundle_from_state(config, state, options: StepOptions, inputs, step: int) -> Bundle:
-    """An in-memory bundle of the EMA weights (LoRA merged), the VQ and the text encoder spec."""
-    params = jax.device_get(state.ema_params)
+    """An in-memory bundle of the EMA weights (the raw ones without EMA; LoRA merged), the VQ and
+    the text encoder (spec, and the weights when they came from the init_from bundle)."""
+    params = jax.device_get(evaluated_params(state))
     if state.frozen_params is not None:
         params = merge(jax.device_get(state.frozen_params), params, options.lora_scale)
+    text_encoder, text_params, carried = dict(config.text_encoder), None, {}
+    init = config.get("init_from", "")
+    if is_bundle(init):
+        manifest = read_manifest(init)
+        carried = {
+            k: manifest["metadata"][k] for k in CARRIED_METADATA if k in manifest["metadata"]
+        }
+        if manifest["text_encoder"].get("params") == "bundle" and not text_encoder.get("folder"):
+            text_encoder = manifest["text_encoder"]  # the converted encoders, as they were
+            text_params = jax.device_get(inputs.text_encoder.frozen_params)
     return Bundle(
         transformer_config=TransformerConfig.from_dict(config.model),
         transformer_params=params,
         vq_config=inputs.vq_model.config.to_diffusers(),
         vq_params=jax.device_get(inputs.vq_params),
-        text_encoder=dict(config.text_encoder),
+        text_encoder=text_encoder,
         pipeline={k: list(v) if isinstance(v, tuple) else v for k, v in config.pipeline.items()},
         metadata=dict(
+            carried,
             random_init=False,
             trained_steps=step,
             seed=config.seed,
             config=json.loads(config.to_json_best_effort()),
             ema_decay=options.ema_decay,
+            **({"init_from": init} if init else {}),
             **({"domain": config.domain.to_dict()} if "domain" in config else {}),
         ),
+        text_params=text_params,
     )
 
 
@@ -433,8 +446,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if logging.get_verbosity() == logging.INFO and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
-    initialize_distributed()
-    last = train(_CONFIG.value, _WORKDIR.value, export_to=_EXPORT_TO.value)
+    try:  # a config that contradicts its checkpoint: one clear line, no traceback
+        config = resolve_config(_CONFIG.value)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from e
+    cli.initialize_distributed()
+    last = train(config, _WORKDIR.value, export_to=_EXPORT_TO.value)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))
 

@@ -189,3 +189,57 @@ def gedit(root: str, size: int = 32) -> dict:
         ("input_image", "input_image_raw"),
     )
     return truth
+
+
+def magicbrush_sessions(root: str, size: int = 32, captions: str = "local_descriptions.json"):
+    """The MagicBrush test zip's layout, unpacked: `<root>/test/edit_sessions.json` ({img_id:
+    [{input, mask, output, instruction}, ...]}) + `<root>/test/images/<img_id>/` with
+    `<id>-input.png`, `<id>-output<t>.png`, `<id>-mask<t>.png`, and the local captions under
+    `captions`. Session "201"'s turn-2 mask is an RGBA image whose transparent pixels are the
+    region; session "202"'s turn-1 target file is missing. Returns {key: (source, target,
+    mask)} of the readable turns."""
+    folder = os.path.join(root, "test")
+    truth, sessions, local = {}, {}, {}
+    for s, (img_id, turns) in enumerate((("200", 1), ("201", 2), ("202", 1))):
+        images = os.path.join(folder, "images", img_id)
+        os.makedirs(images, exist_ok=True)
+        current, entries = None, []
+        local[img_id] = {}
+        for turn in range(1, turns + 1):
+            source, target, mask = scene(size, 30 + 10 * s + turn)
+            if current is not None:
+                source = current
+                target = source.copy()
+                target[mask] = COLOURS[(turn + 2) % len(COLOURS)]
+            current = target
+            name_in = f"{img_id}-input.png" if turn == 1 else f"{img_id}-output{turn - 1}.png"
+            name_out, name_mask = f"{img_id}-output{turn}.png", f"{img_id}-mask{turn}.png"
+            if turn == 1:
+                with open(os.path.join(images, name_in), "wb") as f:
+                    f.write(png(source))
+            if img_id != "202":
+                with open(os.path.join(images, name_out), "wb") as f:
+                    f.write(png(target))
+                truth[f"{img_id}_{turn}"] = (source, target, mask)
+            if img_id == "201" and turn == 2:  # the region as transparency over the source
+                rgba = np.dstack([source, np.where(mask, 0, 255).astype(np.uint8)])
+                mask_png = png(rgba)
+            else:
+                mask_png = png(mask.astype(np.uint8) * 255)
+            with open(os.path.join(images, name_mask), "wb") as f:
+                f.write(mask_png)
+            entries.append(
+                dict(
+                    input=name_in,
+                    mask=name_mask,
+                    output=name_out,
+                    instruction=INSTRUCTIONS[(s + turn) % len(INSTRUCTIONS)],
+                )
+            )
+            local[img_id][name_out] = f"a square of colour {turn} ({img_id})"
+        sessions[img_id] = entries
+    with open(os.path.join(folder, "edit_sessions.json"), "w") as f:
+        json.dump(sessions, f)
+    with open(os.path.join(folder, captions), "w") as f:
+        json.dump(local, f)
+    return truth

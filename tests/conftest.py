@@ -14,6 +14,11 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# The tests run on the CPU. Where the TPU compiler is installed (the `tpu` extra, for
+# launch.aot), JAX would otherwise try to start a TPU backend in every process; subprocesses
+# inherit this (launch.aot sets up its compile-only TPU client itself).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 import jax
 import numpy as np
 import pytest
@@ -25,7 +30,9 @@ from tests.fixtures_path import fixtures_dir
 # xdist's loadfile scheduling hands out files in collection order; starting with these leaves the
 # many short files to even out the two workers at the end.
 LONGEST_FILES = (
+    "test_crispedit_recipe.py",
     "test_train_launch.py",
+    "test_aot.py",
     "test_accelerator_benchmark.py",
     "test_edit_focus.py",
     "test_training_step.py",

@@ -4,25 +4,33 @@ fixtures) for CLIP and DINO; one suite also runs with a converted miniature chec
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file
+from sklearn.metrics import pairwise
 
 from editmgt_jax.editing import images as imio
 from editmgt_jax.editor import Editor
 from editmgt_jax.evaluation import benchmark_metrics as bm
+from editmgt_jax.evaluation import benchmark_preprocess as bp
 from editmgt_jax.evaluation.backbones import load_backbone
 from editmgt_jax.evaluation.benchmarks import harness, pie_bench
+from editmgt_jax.training.vq_losses import load_lpips, lpips_distance
 from launch.benchmark import run_benchmark, summary_line
 from tests import benchmark_layouts as layouts
 from tests.fixtures_path import fixtures_dir
 from tests.test_backbones import write_full_clip
+from tests.test_benchmark_metrics import _ssim_direct
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITES = ("magicbrush", "emu_edit", "pie_bench", "gedit")
@@ -161,12 +169,20 @@ def test_outputs_of_every_suite(env, runs):
     assert lpips["net"] == "alexnet" and "squeeze" in lpips["note"].lower()
 
 
+def _jpeg(image):
+    """PnPInversion's run scripts save `<image_path>.jpg` with PIL's defaults (quality 75)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG")
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
 def test_pie_bench_background_metrics_equal_an_independent_computation(env, runs):
     out, result = runs["pie_bench"]
     reader = pie_bench.PIEBenchReader(env["data"]["pie_bench"])
     records = {r["key"]: r for r in _records(out, "edited")}
+    psnrs = []
     for example in reader:
-        edit = _load(os.path.join(out, "edited", f"{example.key}.png"))
+        edit = _jpeg(_load(os.path.join(out, "edited", f"{example.key}.png")))
         assert edit.shape == (512, 512, 3)
         keep = (~example.mask).astype(np.float32)[..., None]  # the edit region zeroed
         a = example.source.astype(np.float32) / 255 * keep
@@ -174,9 +190,96 @@ def test_pie_bench_background_metrics_equal_an_independent_computation(env, runs
         mse = float(np.mean((a.astype(np.float64) - b) ** 2))
         row = records[example.key]
         assert row["mse_unedit_part"] == pytest.approx(mse, rel=1e-9)
-        assert row["psnr_unedit_part"] == pytest.approx(min(100, 10 * np.log10(1 / mse)), rel=1e-9)
+        psnr = math.inf if mse == 0 else 10 * np.log10(1 / mse)  # torchmetrics: no cap
+        psnrs.append(psnr)
+        if math.isfinite(psnr):
+            assert row["psnr_unedit_part"] == pytest.approx(psnr, rel=1e-9)
+        else:
+            assert row["psnr_unedit_part"] is None and row["exact_background"] is True
+        assert row["exact_background"] is (not math.isfinite(psnr))
+        assert row["ssim_unedit_part"] == pytest.approx(
+            _ssim_direct(b.astype(np.float64), a.astype(np.float64)), abs=1e-9
+        )
         for name in pie_bench.METRICS + harness.LOCALIZATION_METRICS:
             assert name in row, name
+    overall = result["overall"]
+    assert overall["exact_background_count"] == sum(not math.isfinite(p) for p in psnrs)
+    expected = "inf" if any(math.isinf(p) for p in psnrs) else pytest.approx(np.mean(psnrs))
+    assert overall["psnr_unedit_part"] == expected
+    assert result["protocol"]["jpeg_round_trip"] is True
+    assert result["settings"]["metrics"]["pie_jpeg_quality"] == 75
+
+
+def _cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_backbone_metrics_are_wired_to_the_right_images_and_texts(env, runs):
+    """Each backbone metric recomputed from the saved edits, the layouts' own images and texts
+    and the backbones called directly: scoring CLIP-I against the source, swapping captions or
+    prompts, or skipping PIE-Bench's JPEG round trip would fail here."""
+    clip, dino = env["backbones"]["clip"], env["backbones"]["dino"]
+    image = lambda x, crop="round": clip.embed(bp.clip_pixels([x], clip.config.image_size, crop))[0]
+    text = lambda t: clip.text.embed([t])[0]
+    close = lambda value: pytest.approx(value, abs=2e-5)
+
+    out, _ = runs["magicbrush"]
+    rows = {r["key"]: r for r in _records(out, "independent")}
+    for key, (_, target, _) in env["truth"]["magicbrush"].items():
+        edit = _load(os.path.join(out, "independent", f"{key}.png"))
+        caption = text(f"a square of colour {key.split('_')[1]}")
+        row = rows[key]
+        assert row["clip_i"] == close(_cos(image(edit), image(target)))
+        assert row["dino"] == close(
+            _cos(dino.embed(bp.dino_pixels([edit]))[0], dino.embed(bp.dino_pixels([target]))[0])
+        )
+        assert row["clip_t"] == close(_cos(image(edit), caption))
+        assert row["clip_t_oracle"] == close(_cos(image(target), caption))
+
+    out, _ = runs["emu_edit"]
+    rows = {r["key"]: r for r in _records(out, "edited")}
+    t_in, t_out = text("a square"), text("a blue square")
+    unit = lambda v: np.asarray(v, np.float64) / np.linalg.norm(v)
+    for key, source in env["truth"]["emu_edit"].items():
+        edit = _load(os.path.join(out, "edited", f"{key}.png"))
+        e_src, e_edit = image(source), image(edit)
+        row = rows[key]
+        assert row["clip_img"] == close(_cos(e_src, e_edit))
+        assert row["clip_out"] == close(_cos(e_edit, t_out))
+        assert row["clip_dir"] == close(_cos(unit(e_edit) - unit(e_src), unit(t_out) - unit(t_in)))
+        assert row["dino"] == close(
+            _cos(dino.embed(bp.dino_pixels([source]))[0], dino.embed(bp.dino_pixels([edit]))[0])
+        )
+
+    out, _ = runs["pie_bench"]
+    rows = {r["key"]: r for r in _records(out, "edited")}
+    module, variables = load_lpips("alexnet")
+    t_src, t_edit = text("a red square"), text("a blue square")  # brackets stripped
+    for key, (source, mask) in env["truth"]["pie_bench"].items():
+        edit = _jpeg(_load(os.path.join(out, "edited", f"{key}.png")))
+        region = mask.copy()  # with the evaluator's border
+        region[0, :] = region[-1, :] = region[:, 0] = region[:, -1] = True
+        row = rows[key]
+        score = lambda e, t: max(100 * _cos(e, t), 0.0)
+        assert row["clip_similarity_source_image"] == close(score(image(source, "floor"), t_src))
+        assert row["clip_similarity_target_image"] == close(score(image(edit, "floor"), t_edit))
+        part = np.uint8(edit * region[..., None])
+        assert row["clip_similarity_target_image_edit_part"] == close(
+            score(image(part, "floor"), t_edit)
+        )
+        keys = [
+            dino.last_layer_keys(bp.structure_pixels(x.astype(np.float32))[None])[0]
+            for x in (source, edit)
+        ]
+        sims = [pairwise.cosine_similarity(k) for k in keys]
+        assert row["structure_distance"] == pytest.approx(
+            np.mean((sims[0] - sims[1]) ** 2), rel=1e-4, abs=1e-9
+        )
+        keep = (~region).astype(np.float32)[..., None]
+        masked = [jnp.asarray((x.astype(np.float32) / 255 * keep)[None]) for x in (source, edit)]
+        lpips = float(lpips_distance(module, variables, *masked)[0])
+        assert row["lpips_unedit_part"] == pytest.approx(lpips, rel=1e-4, abs=1e-6)
 
 
 def test_localization_is_reported_only_where_there_are_masks(runs):
@@ -197,7 +300,16 @@ def test_gedit_edits_are_where_its_judge_reads_them(env, runs):
         judged = os.path.join(out, "gedit", "editmgt_jax", "fullset", task, "en", f"{key}.png")
         with open(judged, "rb") as a, open(os.path.join(out, "edited", f"{key}.png"), "rb") as b:
             assert a.read() == b.read()
-        assert _load(judged).shape == env["truth"]["gedit"][("en", key)].shape
+        source = env["truth"]["gedit"][("en", key)]
+        assert _load(judged).shape == source.shape
+        # test_gedit_score.py reads the input beside the edit and skips a sample without it.
+        np.testing.assert_array_equal(_load(judged[: -len(".png")] + "_SRCIMG.png"), source)
+    assert not os.path.exists(
+        os.path.join(
+            out, "gedit", "editmgt_jax", "fullset", "color_alter", "en", "k_bad_SRCIMG.png"
+        )
+    )
+    assert "_SRCIMG" in result["protocol"]["layout"]
     assert "VIEScore" in result["notes"]["scores"]
 
 

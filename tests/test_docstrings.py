@@ -11,7 +11,9 @@ MODULES = [
     "editmgt_jax.evaluation.benchmark_metrics",
     "editmgt_jax.nodeps_packages",
     "editmgt_jax.models.transformer",
+    "editmgt_jax.training.config_from_bundle",
     "editmgt_jax.training.lora",
+    "editmgt_jax.training.memory",
 ]
 
 

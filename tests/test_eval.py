@@ -104,7 +104,7 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [
         sys.executable, "-m", "launch.eval", "--checkpoint", str(smoke_bundle), "--out", str(out),
-        "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2", "--record",
+        "--num", "7", "--batch_size", "7", "--size", "32", "--lpips=false", "--steps", "2", "--record_into_bundle",
         "--guidance", "2.5",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
@@ -138,6 +138,25 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     assert (out / "figure.png").stat().st_size > 0
     manifest = json.loads((Path(smoke_bundle) / "bundle.json").read_text())
     assert manifest["metadata"]["evaluation"]["overall"] == result["overall"]
+
+
+def test_record_into_bundle_is_refused_without_an_explicit_checkpoint(tmp_path):
+    """Without --checkpoint the evaluated bundle is the shipped default model: not rewritten."""
+    from editmgt_jax.assets import DEFAULT_MODEL
+
+    manifest = Path(DEFAULT_MODEL) / "bundle.json"
+    before = manifest.read_bytes()
+    cmd = [sys.executable, "-m", "launch.eval", "--out", str(tmp_path / "eval")]
+    run = subprocess.run(
+        [*cmd, "--record_into_bundle"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0 and "--record_into_bundle" in run.stderr, run.stderr[-2000:]
+    assert "--checkpoint" in run.stderr
+    assert manifest.read_bytes() == before and not (tmp_path / "eval").exists()
 
 
 def test_eval_split_train_remakes_the_training_examples():

@@ -18,10 +18,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 import zipfile
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -135,6 +137,75 @@ def test_wheel_requires_every_runtime_dependency(wheel):
         assert serve[name].specifier.contains(version), (name, str(serve[name]), version)
     # The no-deps packages stay out: their declared dependencies pull in torch.
     assert not set(_pins("requirements-nodeps.txt")) & set(runtime)
+
+
+def _boundary_versions(*specifiers: SpecifierSet) -> set[Version]:
+    """The versions where two ranges can disagree: each bound and its neighbours (a bump of
+    each release component, and the one below), e.g. `<14` against `<13` disagree at 13."""
+    versions = set()
+    for spec in specifiers:
+        for clause in spec:
+            bound = Version(clause.version.replace(".*", ""))
+            release = list(bound.release) + [0] * (3 - len(bound.release))
+            versions.add(Version(".".join(map(str, release))))
+            for i in range(len(release)):
+                for step in (1, -1):
+                    bumped = release[:i] + [release[i] + step] + [0] * (len(release) - i - 1)
+                    if bumped[i] >= 0:
+                        versions.add(Version(".".join(map(str, bumped))))
+    return versions
+
+
+def _serve_requirements() -> dict[str, list[tuple[str, SpecifierSet]]]:
+    """(declaring package, range) of each package the installed serve extra needs, directly or
+    through its own dependencies, by name."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["serve"]
+    todo = [canonicalize_name(Requirement(r).name) for r in extra]
+    needed, seen = {}, set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            if name in SERVE_EXTRA:
+                pytest.skip(f"{name} is not installed (pip install -r requirements.txt)")
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            dep = canonicalize_name(req.name)
+            needed.setdefault(dep, []).append((name, req.specifier))
+            todo.append(dep)
+    return needed
+
+
+def test_main_ranges_sit_inside_the_serve_extras_ranges():
+    """`pip install .` then `pip install ".[serve]"` changes nothing already installed: every
+    main dependency's range allows only versions gradio (and what it pulls in) declares it can
+    use, so pip never picks a version the serve extra then downgrades (pillow 13 -> 12.3)."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        main = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    needed = _serve_requirements()
+    shared = 0
+    for req in main:
+        for declarer, theirs in needed.get(canonicalize_name(req.name), []):
+            shared += 1
+            outside = sorted(
+                v
+                for v in _boundary_versions(req.specifier, theirs)
+                if req.specifier.contains(v, prereleases=True)
+                and not theirs.contains(v, prereleases=True)
+            )
+            assert not outside, (
+                f"{req} allows {outside[0]}, which {declarer} (serve extra) excludes: it needs "
+                f"{req.name}{theirs}; narrow the range in pyproject.toml"
+            )
+    assert shared, "no shared packages found: is the serve extra installed?"
 
 
 def test_wheel_declares_every_console_script(wheel):

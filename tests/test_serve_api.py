@@ -9,6 +9,8 @@ compiled program.
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import logging
 import os
 
 import httpx
@@ -164,6 +166,63 @@ def test_bad_inputs_give_errors_and_the_server_keeps_serving(client, files, args
     assert outs[:4] == (None, None, None, None)
     assert message in outs[4]["error"]
     assert edit(client, request(files))[4]["error"] is None
+
+
+def _show_error(client, running, info) -> dict:
+    """Runs the page's follow-up step (`app.report`, which shows info's error) as the browser
+    does, through the queue (gradio_client refuses the private step); returns its last
+    message."""
+    config = client.config
+    components = config["components"]
+    (info_id,) = [c["id"] for c in components if c.get("props", {}).get("elem_id") == "info"]
+    (index,) = [
+        d.get("id", i)
+        for i, d in enumerate(config["dependencies"])
+        if d["inputs"] == [info_id] and not d["outputs"]
+    ]
+    base, session = running.url.rstrip("/") + "/gradio_api/queue/", "report-test"
+    body = dict(data=[info], fn_index=index, session_hash=session, event_data=None)
+    assert httpx.post(base + "join", json=body).status_code == 200
+    with httpx.stream("GET", base + "data", params=dict(session_hash=session), timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[len("data:") :])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the queue closed before the step completed")
+
+
+def test_a_rejected_request_logs_one_line_and_an_internal_error_a_traceback(
+    client, running, files, caplog, capfd, monkeypatch
+):
+    """What the page does on Edit (the /edit call, then the step that shows its error): a request
+    without an image is one warning line in the server log; a surprise in the server is logged
+    with its traceback. Neither gets Gradio's traceback of the error shown on the page."""
+    caplog.set_level(logging.INFO)
+    capfd.readouterr()
+    info = edit(client, request(files, image=None))[4]
+    shown = _show_error(client, running, info)
+    assert not shown["success"] and "No image" in shown["output"]["error"], shown
+    rejected = [r for r in caplog.records if r.name.startswith("editmgt_jax")]
+    assert [(r.levelno, r.getMessage()) for r in rejected] == [
+        (logging.WARNING, "rejected request: No image: upload an image to edit")
+    ]
+    assert rejected[0].exc_info is None
+    assert "Traceback" not in capfd.readouterr().err
+
+    caplog.clear()
+
+    def surprise(*args, **kwargs):
+        raise RuntimeError("a bug in the server")
+
+    monkeypatch.setattr(inputs, "parse", surprise)
+    info = edit(client, request(files))[4]
+    assert "a bug in the server" in info["error"]
+    shown = _show_error(client, running, info)
+    assert not shown["success"] and "a bug in the server" in shown["output"]["error"], shown
+    (failed,) = [r for r in caplog.records if r.name.startswith("editmgt_jax")]
+    assert failed.levelno == logging.ERROR and failed.exc_info is not None
+    assert "RuntimeError" in caplog.text and "a bug in the server" in caplog.text
 
 
 def test_an_oversized_upload_is_refused_and_the_server_keeps_serving(client, files):

@@ -181,3 +181,26 @@ def test_folder_vocab_and_merges_match_open_clip(open_clip_tokenizer, tmp_path):
     np.testing.assert_array_equal(a.attention_mask, b.attention_mask)
     assert vocab[CLIP_BOS] == 49406 and vocab[CLIP_EOS] == 49407
     assert len(_byte_alphabet()) == len(set(_byte_alphabet())) == 256
+
+
+def test_clip_alone_encoder_gives_the_second_to_last_states_and_the_projected_pool(clip, io):
+    """CLIP alone (Meissonic's conditioning): states = hidden_states[-2], pooled = text_embeds,
+    from `encode` and from the pure `apply_tokens` that training jits on a mesh."""
+    from editmgt_jax.models.text.encoder import CLIPEncoder
+
+    model, params = clip
+
+    class FixedIds:  # the fixture's own ids, whatever the texts
+        max_length = io["input_ids"].shape[1]
+
+        def __call__(self, texts):
+            ids = np.asarray(io["input_ids"], np.int32)[: len(texts)]
+            return type("Batch", (), dict(input_ids=ids, attention_mask=np.ones_like(ids)))
+
+    encoder = CLIPEncoder(model, params, FixedIds())
+    out = encoder.encode(["a", "b"])
+    np.testing.assert_allclose(out.states, io["hidden_states_m2"], atol=TOL)
+    np.testing.assert_allclose(out.pooled, io["text_embeds"], atol=TOL)
+    states, pooled = encoder.apply_tokens(encoder.frozen_params, encoder.token_arrays(["a", "b"]))
+    np.testing.assert_allclose(states, io["hidden_states_m2"], atol=TOL)
+    np.testing.assert_allclose(pooled, io["text_embeds"], atol=TOL)

@@ -6,7 +6,7 @@
 |---|---|
 | `load_vq(folder)` / `save_vq(folder, model, params)` | a diffusers `VQModel` folder <-> `(VQModel, params)` |
 | `load_transformer(folder)` / `save_transformer(folder, config, params)` | an official transformer folder <-> `(TransformerConfig, params)` |
-| `minilm_encoder()`, `minilm_tokenizer()`, `clip_gemma2_encoder(folder)` | frozen text encoders from their weights (`text.py`) |
+| `minilm_encoder()`, `minilm_tokenizer()`, `clip_encoder(folder)`, `clip_gemma2_encoder(folder)` | frozen text encoders from their weights (`text.py`) |
 | `load_minilm`, `load_clip_text`, `load_gemma2` (+ `save_bert`, `save_clip_text`, `save_gemma2`) | one text model's `(module, params)` |
 | `load_bundle(path)` / `save_bundle(path, bundle)` | our checkpoint bundle (`bundle.py`) |
 
@@ -22,6 +22,7 @@ _EXPORTS = {
     "save_vq": "editmgt_jax.checkpoint.convert.vq",
     "load_transformer": "editmgt_jax.checkpoint.convert.from_torch",
     "save_transformer": "editmgt_jax.checkpoint.convert.to_torch",
+    "clip_encoder": "editmgt_jax.checkpoint.text",
     "clip_gemma2_encoder": "editmgt_jax.checkpoint.text",
     "minilm_encoder": "editmgt_jax.checkpoint.text",
     "minilm_folder": "editmgt_jax.checkpoint.text",

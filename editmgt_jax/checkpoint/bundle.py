@@ -16,13 +16,14 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
+from editmgt_jax.atomic import make_temp_dir
+from editmgt_jax.atomic import save_safetensors as save_file  # umask mode, not 0600
 from editmgt_jax.checkpoint.convert.scan_layout import scan_params, unscan_params
 from editmgt_jax.checkpoint.convert.table import flatten, unflatten
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -96,7 +97,7 @@ def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
     )
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    tmp = make_temp_dir(parent, prefix=f".{os.path.basename(path)}.")
     try:
         save_file(_host_flat(transformer), os.path.join(tmp, TRANSFORMER_FILE))
         save_file(_host_flat(bundle.vq_params), os.path.join(tmp, VQ_FILE))
@@ -185,6 +186,24 @@ def _load_params(path: str, name: str, required: bool = True) -> dict[str, Any] 
         return unflatten(load_file(file))
     except Exception as e:  # safetensors raises its own error types
         raise ValueError(f"Cannot read {file}: {e}") from e
+
+
+def is_bundle(path: str) -> bool:
+    """True when `path` is a bundle folder (it holds bundle.json)."""
+    return bool(path) and os.path.isfile(os.path.join(path, MANIFEST))
+
+
+_PART_FILES = {"transformer": TRANSFORMER_FILE, "vq": VQ_FILE, "text_encoder": TEXT_FILE}
+
+
+def load_bundle_part(path: str, part: str) -> dict[str, Any] | None:
+    """One part's params ("transformer", "vq" or "text_encoder"; None when the bundle has no
+    text_encoder.safetensors) without reading the others: training takes the VQ and the text
+    encoder of a 1B bundle without holding its transformer twice."""
+    if part not in _PART_FILES:
+        raise ValueError(f"part={part!r}; expected one of {sorted(_PART_FILES)}")
+    read_manifest(path)
+    return _load_params(path, _PART_FILES[part], required=part != "text_encoder")
 
 
 def load_bundle(path: str, **transformer_overrides: Any) -> Bundle:

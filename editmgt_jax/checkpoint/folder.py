@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from editmgt_jax.atomic import make_temp_dir
 from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE, Bundle, load_bundle, save_bundle
 from editmgt_jax.checkpoint.convert import safetensors_io
 from editmgt_jax.checkpoint.convert.table import ConversionError, flatten, to_theirs
@@ -465,7 +465,7 @@ def convert_folder(
 # --- writing folders atomically -----------------------------------------------------------------
 
 
-def _replace_dir(tmp: str, path: str) -> None:
+def replace_folder(tmp: str, path: str) -> None:
     """Moves the finished folder `tmp` onto `path` (replacing it, if it exists)."""
     if os.path.exists(path):
         old = path + ".old"
@@ -484,7 +484,7 @@ def _staging(path: str, overwrite: bool) -> tuple[str, str]:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    return path, tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    return path, make_temp_dir(parent, prefix=f".{os.path.basename(path)}.")
 
 
 def save_converted(converted: Converted, out: str, overwrite: bool = False) -> str:
@@ -496,7 +496,7 @@ def save_converted(converted: Converted, out: str, overwrite: bool = False) -> s
             dest = os.path.join(inner, rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copyfile(src, dest)
-        _replace_dir(inner, out)
+        replace_folder(inner, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out
@@ -727,7 +727,7 @@ def export_to_torch(
         if os.path.isdir(extras):
             shutil.copytree(extras, stage, dirs_exist_ok=True)
             written["official extras"] = sorted(os.listdir(extras))
-        _replace_dir(stage, out)
+        replace_folder(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dict(out=out, parts=written, dtype=dtype)

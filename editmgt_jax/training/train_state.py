@@ -10,6 +10,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 
 from editmgt_jax import sharding
 from editmgt_jax.checkpoint.convert.scan_layout import scan_params
@@ -23,7 +24,8 @@ class TrainState:
     """Everything a checkpoint must hold to resume exactly (with the data iterator's state).
 
     step: int32 scalar, optimizer updates applied.
-    params / ema_params: parameter trees (float32 master weights).
+    params / ema_params: parameter trees (float32 master weights); ema_params is None when the
+      run keeps no EMA (`train.ema_decay = 0`, as the released model's fine-tuning recipe).
     opt_state: optax state.
     skipped_steps: int32 scalar, steps skipped for a non-finite loss or gradient.
     consecutive_skips: int32 scalar, the current run of skipped steps.
@@ -41,14 +43,18 @@ class TrainState:
 
     @classmethod
     def create(
-        cls, params: Any, tx: optax.GradientTransformation, frozen_params: Any = None
+        cls,
+        params: Any,
+        tx: optax.GradientTransformation,
+        frozen_params: Any = None,
+        use_ema: bool = True,
     ) -> TrainState:
         zero = jnp.zeros((), jnp.int32)
         return cls(
             step=zero,
             params=params,
             opt_state=tx.init(params),
-            ema_params=jax.tree.map(lambda x: x, params),
+            ema_params=jax.tree.map(lambda x: x, params) if use_ema else None,
             skipped_steps=zero,
             consecutive_skips=zero,
             tx=tx,
@@ -56,13 +62,13 @@ class TrainState:
         )
 
 
-def _state_init(model, tx, sample_inputs, lora):
+def _state_init(model, tx, sample_inputs, lora, use_ema):
     def init(key):
         params = model.init(key, **sample_inputs)["params"]
         if lora is None:
-            return TrainState.create(params, tx)
+            return TrainState.create(params, tx, use_ema=use_ema)
         adapters = init_lora(jax.random.fold_in(key, 1), params, lora.rank, tuple(lora.targets))
-        return TrainState.create(adapters, tx, frozen_params=params)
+        return TrainState.create(adapters, tx, frozen_params=params, use_ema=use_ema)
 
     return init
 
@@ -74,6 +80,7 @@ def train_state_shapes(
     sample_inputs: dict[str, Any],
     mesh: jax.sharding.Mesh,
     lora: Any = None,
+    use_ema: bool = True,
 ) -> tuple[TrainState, Any]:
     """(abstract state, shardings) of `create_sharded_train_state`, computing nothing.
 
@@ -81,7 +88,7 @@ def train_state_shapes(
     checkpoint restores into (resuming or exporting needs no initialised weights, so no init
     program is compiled or run).
     """
-    abstract = jax.eval_shape(_state_init(model, tx, sample_inputs, lora), rng)
+    abstract = jax.eval_shape(_state_init(model, tx, sample_inputs, lora, use_ema), rng)
     shardings = sharding.tree_shardings(abstract, mesh)  # from the boxes' logical axes
     shaped = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -98,26 +105,46 @@ def create_sharded_train_state(
     sample_inputs: dict[str, Any],
     mesh: jax.sharding.Mesh,
     lora: Any = None,
+    use_ema: bool = True,
 ) -> tuple[TrainState, Any]:
     """Creates the state directly sharded on `mesh`.
 
     Parameter, EMA and optimizer-moment shardings all follow the parameters' logical axes (the
     optimizer state inherits the parameters' partitioning boxes). With `lora` (a config with
     `rank` and `targets`), the initialised parameters become `frozen_params` and only the adapters
-    are trained. Returns (state, shardings).
+    are trained; without `use_ema` the state keeps no EMA. Returns (state, shardings).
     """
-    _, shardings = train_state_shapes(model, tx, rng, sample_inputs, mesh, lora)
-    init = _state_init(model, tx, sample_inputs, lora)
+    _, shardings = train_state_shapes(model, tx, rng, sample_inputs, mesh, lora, use_ema)
+    init = _state_init(model, tx, sample_inputs, lora, use_ema)
     with sharding.activation_sharding(mesh):
         state = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(rng)
     return state, shardings
 
 
-def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) -> TrainState:
+def partial_params(initial: Any, loaded: Any) -> tuple[Any, dict[str, list[str]]]:
+    """`initial` with every leaf that `loaded` has at the same path and shape replaced by the
+    loaded one, as the official training script starts EditMGT from Meissonic (whose text path
+    has no connector and a narrower input). Returns (params, {"kept_initial": [...],
+    "unused": [...]}): the paths left at their initial values, and the loaded paths not used."""
+    from editmgt_jax.checkpoint.convert.table import flatten, unflatten
+
+    ours, theirs = flatten(initial), flatten(loaded)
+    kept = sorted(p for p, v in ours.items() if p not in theirs or theirs[p].shape != v.shape)
+    keep = set(kept)
+    merged = {p: (v if p in keep else jnp.asarray(theirs[p], v.dtype)) for p, v in ours.items()}
+    unused = sorted(p for p in theirs if p not in ours or p in keep)
+    return unflatten(merged), dict(kept_initial=kept, unused=unused)
+
+
+def warm_start(
+    path: str, cfg: TransformerConfig, state: TrainState, shardings, partial: bool = False
+) -> TrainState:
     """The state with pretrained transformer weights from a bundle or an official folder.
 
     Params, EMA (a copy) and fresh optimizer moments; with LoRA, the frozen base weights. The
-    architecture fields that fix parameter shapes must match `cfg` (one error lists them all).
+    architecture fields that fix parameter shapes must match `cfg` (one error lists them all),
+    unless `partial`: then the weights whose path and shape match are loaded and the others keep
+    their initial values (`partial_params`; a warning lists both sides).
     """
     # Imported here: reading stored weights needs safetensors, the train step does not
     # (benchmarks.accelerator runs it on hosts without safetensors).
@@ -142,10 +169,22 @@ def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) 
         )
         if getattr(loaded_cfg, f) != getattr(cfg, f)
     }
-    if mismatched:
+    if mismatched and not partial:
         raise ValueError(f"init_from={path!r} does not fit config.model: {mismatched}")
     if cfg.scan_layers and not loaded_cfg.scan_layers:
         params = scan_params(params)
+    if partial:
+        initial = state.params if state.frozen_params is None else state.frozen_params
+        params, report = partial_params(jax.device_get(initial), params)
+        logging.warning(
+            "init_from=%s loaded in part (init_partial): %d weights keep their initial values "
+            "%s; %d stored weights unused %s",
+            path,
+            len(report["kept_initial"]),
+            report["kept_initial"],
+            len(report["unused"]),
+            report["unused"],
+        )
     if state.frozen_params is not None:
         return state.replace(frozen_params=jax.device_put(params, shardings.frozen_params))
     params = jax.device_put(params, shardings.params)
@@ -153,6 +192,8 @@ def warm_start(path: str, cfg: TransformerConfig, state: TrainState, shardings) 
         params=params,
         # A copy, not the same buffers: the train step donates the state, and a buffer may be
         # donated only once.
-        ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=state.tx.init(params),
+        ema_params=None if state.ema_params is None else jax.tree.map(jnp.copy, params),
+        # Placed as the created state's: a fresh init leaves scalars (the step counts)
+        # unsharded, which would make the jitted step compile a second time.
+        opt_state=jax.device_put(state.tx.init(params), shardings.opt_state),
     )

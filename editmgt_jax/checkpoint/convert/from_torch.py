@@ -38,6 +38,13 @@ def find_transformer_folder(folder: str) -> str:
     )
 
 
+def read_transformer_config(folder: str, **overrides: Any) -> TransformerConfig:
+    """The `TransformerConfig` of an official transformer folder (or a released folder), without
+    reading its weights."""
+    official = safetensors_io.read_config(find_transformer_folder(folder))
+    return TransformerConfig.from_dict({**official, **overrides}, official=True)
+
+
 def load_transformer(
     folder: str, *, dtype: str | None = None, **overrides: Any
 ) -> tuple[TransformerConfig, dict[str, Any]]:
@@ -54,8 +61,7 @@ def load_transformer(
       ConversionError: listing every missing, unexpected or mis-shaped key.
     """
     folder = find_transformer_folder(folder)
-    official = safetensors_io.read_config(folder)
-    cfg = TransformerConfig.from_dict({**official, **overrides}, official=True)
+    cfg = read_transformer_config(folder, **overrides)
     state = safetensors_io.read_state_dict(folder)
     params = to_ours(
         transformer_rules(cfg),

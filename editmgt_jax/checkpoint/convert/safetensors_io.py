@@ -7,9 +7,10 @@ import json
 import os
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from editmgt_jax.atomic import atomic_path
+from editmgt_jax.atomic import save_safetensors as save_file  # umask mode, not 0600
 
 
 def read_config(folder: str, name: str = "config.json") -> dict:

@@ -138,11 +138,12 @@ def _find_layout(folder: str) -> tuple[str, str]:
 def load_vq(
     folder: str, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32
 ) -> tuple[VQModel, dict]:
-    """Reads a diffusers `VQModel` folder (config + safetensors, numpy only).
+    """Reads a diffusers `VQModel` folder (config + safetensors, numpy only), or the VQ of a
+    checkpoint bundle.
 
     Args:
       folder: holds `config.json` + `*.safetensors` (or the fixture's `vq_config.json` +
-        `vq.safetensors`).
+        `vq.safetensors`), or is a bundle (bundle.json: its VQ part).
       dtype: compute dtype of the returned model.
       param_dtype: dtype of the returned parameters.
     Returns:
@@ -150,6 +151,20 @@ def load_vq(
     Raises:
       ConversionError: listing every missing, unexpected or mis-shaped tensor.
     """
+    if os.path.isfile(os.path.join(folder, "bundle.json")):
+        from editmgt_jax.checkpoint.bundle import load_bundle_part, read_manifest
+
+        raw_config = read_manifest(folder)["vq"]
+        params = load_bundle_part(folder, "vq")
+        if raw_config.get("_class_name") == PATCH_VQ:
+            model = PatchVQ(
+                PatchVQConfig.from_diffusers(raw_config), dtype=dtype, param_dtype=param_dtype
+            )
+        else:
+            model = VQModel(
+                VQConfig.from_diffusers(raw_config), dtype=dtype, param_dtype=param_dtype
+            )
+        return model, jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)
     config_name, pattern = _find_layout(folder)
     raw_config = read_config(folder, config_name)
     if raw_config.get("_class_name") == PATCH_VQ:

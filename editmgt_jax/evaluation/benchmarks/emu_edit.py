@@ -6,9 +6,11 @@ Layout: `*.parquet` files with `instruction`, `image` (the input; image cell), `
 key is `<split>_<idx>` (`idx` alone when a row has no split), unique across the validation and
 test splits.
 
-Metrics (the Emu Edit paper's, between the input and the edit; the release has no evaluator
-code, so each is computed with MagicBrush's evaluator functions and preprocessing):
-CLIP-dir (`benchmark_metrics.clip_direction_similarity` with the input / output captions),
+Metrics (the Emu Edit paper's, between the input and the edit; Meta released no evaluator
+code and third-party re-implementations disagree, so we chose (`protocol`): CLIP-dir as
+InstructPix2Pix defines it, the directional similarity the Emu Edit paper cites
+(`benchmark_metrics.clip_direction_similarity`: unit-normalised features, input / output
+captions), the others with MagicBrush's evaluator functions and preprocessing):
 CLIP-img (cosine of the input's and the edit's CLIP image embeddings), CLIP-out (cosine of the
 edit's image embedding and the output caption's text embedding), L1 (`l1_distance` of the edit
 against the input) and DINO (cosine of their DINO embeddings).
@@ -106,3 +108,34 @@ def score(examples: Sequence[Example], inputs, edits, scorer) -> list[dict]:
 
 def example_images(example: Example) -> dict[str, np.ndarray]:
     return {}
+
+
+def protocol(scorer) -> dict:
+    """What metrics.json's numbers follow (metrics.json `protocol`)."""
+    return dict(
+        follows=(
+            "the Emu Edit paper (Sheynin et al., 2023, section 5); Meta released no evaluator, so "
+            "this is our choice among disagreeing third-party protocols"
+        ),
+        clip_dir=(
+            "InstructPix2Pix metrics/clip_similarity.py: image and text features unit-normalised, "
+            "then cos(image_edit - image_input, text_output - text_input) with the row's "
+            "input_caption / output_caption"
+        ),
+        clip_dir_normalised=True,
+        clip_img_clip_out_dino_l1=(
+            "MagicBrush evaluation/image_eval.py functions (cosine of raw embeddings, L1 on [0, 1] "
+            "with the edit bicubic-resized to the input) against the input image"
+        ),
+        preprocessing=(
+            "OpenAI CLIP transform (bicubic shorter side, rounded centre crop); DINO: Resize 256, "
+            "CenterCrop 224 (MagicBrush's); InstructPix2Pix's own CLIP-dir resizes the whole image "
+            "to 224 x 224 (no crop): we use the CLIP transform for every CLIP metric"
+        ),
+        jpeg_round_trip=False,
+        backbones="the --clip / --dino folders (settings.backbones); the paper does not pin them",
+        deviations=[
+            "no official evaluator: numbers are comparable only with papers that state the same "
+            "choices (normalised CLIP-dir, MagicBrush preprocessing, the same backbones)"
+        ],
+    )

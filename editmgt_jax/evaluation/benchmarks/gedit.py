@@ -8,8 +8,12 @@ the judge scripts (Step1X-Edit's GEdit-Bench/run_gedit_score.py, EditMGT's
 eval/geditbench/rate.py) look for it:
 
     <out>/gedit/<model_name>/fullset/<task_type>/<instruction_language>/<key>.png
+    <out>/gedit/<model_name>/fullset/<task_type>/<instruction_language>/<key>_SRCIMG.png
 
-so `--edited_images_dir <out>/gedit --model_name <model_name>` points the judge at it.
+(the second is the input image: Step1X-Edit's older `test_gedit_score.py` reads the source from
+`<key>_SRCIMG.png` and skips every sample without it), so `--edited_images_dir <out>/gedit
+--model_name <model_name>` (or `--save_path <out>/gedit --model_name <model_name>`) points the
+judge at it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def judge_path(out: str, model_name: str, example: Example) -> str:
         example.meta["instruction_language"],
         f"{example.meta['gedit_key']}.png",
     )
+
+
+def source_path(out: str, model_name: str, example: Example) -> str:
+    """Where `test_gedit_score.py` reads this example's input image (`<key>_SRCIMG.png`)."""
+    return judge_path(out, model_name, example)[: -len(".png")] + "_SRCIMG.png"
 
 
 class GEditReader(records.Reader):
@@ -93,3 +102,21 @@ def score(examples: Sequence[Example], inputs, edits, scorer) -> list[dict]:
 
 def example_images(example: Example) -> dict[str, np.ndarray]:
     return {}
+
+
+def protocol(scorer) -> dict:
+    """What the judge layout follows (metrics.json `protocol`)."""
+    return dict(
+        follows=(
+            "stepfun-ai/Step1X-Edit GEdit-Bench (EVAL.md, test_gedit_score.py, "
+            "generate_image_example.py); EditMGT's eval/geditbench/rate.py"
+        ),
+        scores="VLM judge (VIEScore; GPT-4.1 in EditMGT's paper), not run here: needs the network",
+        layout=(
+            "<out>/gedit/<model>/fullset/<task_type>/<language>/<key>.png (the edit, at the "
+            "input's size) and <key>_SRCIMG.png (the input_image, PNG, as generate_image_example.py "
+            "saves it)"
+        ),
+        jpeg_round_trip=False,
+        deviations=[],
+    )

@@ -8,9 +8,12 @@ Per setting (MagicBrush: `independent`, `iterative`; the others: `edited`) it wr
     OUT/<setting>/records.jsonl   one line of metrics per edit
     OUT/<setting>/figure.png      source | (target) | edited | (mask) | attention | held rows
 
-and `OUT/metrics.json` (`suite`, `settings`, `overall`, `per_type`, `notes`, `skipped`; for
-MagicBrush one {overall, final_turn, per_type} block per setting) and `OUT/run.json` (the edit
-settings). Every file is written atomically.
+and `OUT/metrics.json` (`suite`, `protocol`, `settings`, `overall`, `per_type`, `notes`,
+`skipped`; for MagicBrush one {overall, final_turn, per_type} block per setting) and
+`OUT/run.json` (the edit settings). `protocol` (each suite module's `protocol`) says which
+official definition the numbers follow and where they deviate. Every file is written
+atomically. GEdit-Bench's edits (and their inputs, `<key>_SRCIMG.png`) are also linked where
+its judge scripts read them.
 
 Resuming: an edit whose png and npz exist is reused, not re-run (a run stopped half-way
 continues where it was); a rerun with other *edit* settings is refused, since it would mix
@@ -81,6 +84,8 @@ class MetricSettings:
     iou_threshold: float
     changed_pixel_tolerance: float
     captions: str | None = None
+    pie_jpeg_quality: int | None = bm.PIE_JPEG_QUALITY
+    structure_antialias: bool = False
 
 
 @dataclasses.dataclass
@@ -100,9 +105,14 @@ def _mean(values: Iterable[Any]) -> tuple[float | None, int]:
     return (float(np.mean(finite)) if finite else None), len(finite)
 
 
-def summarize(rows: Sequence[dict], metric_names: Sequence[str]) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[dict],
+    metric_names: Sequence[str],
+    extra: Callable[[Sequence[dict]], dict] | None = None,
+) -> dict[str, Any]:
     """{"count", <metric>: mean, <metric>_count when some records lack it}: a metric no record
-    has is left out (never reported as 0)."""
+    has is left out (never reported as 0). `extra(rows)` (a suite's `summarize_extra`, e.g.
+    PIE-Bench's uncapped PSNR) adds or replaces fields."""
     out: dict[str, Any] = {"count": len(rows)}
     for name in metric_names:
         if not any(name in r for r in rows):
@@ -111,16 +121,23 @@ def summarize(rows: Sequence[dict], metric_names: Sequence[str]) -> dict[str, An
         out[name] = mean
         if n != len(rows):
             out[f"{name}_count"] = n
+    if extra is not None:
+        out.update(extra(rows))
     return out
 
 
-def summary_block(rows: Sequence[dict], metric_names: Sequence[str]) -> dict[str, Any]:
+def summary_block(
+    rows: Sequence[dict],
+    metric_names: Sequence[str],
+    extra: Callable[[Sequence[dict]], dict] | None = None,
+) -> dict[str, Any]:
     """{"overall": ..., "per_type": {category: ...}}."""
     categories = sorted({r["category"] for r in rows})
     return dict(
-        overall=summarize(rows, metric_names),
+        overall=summarize(rows, metric_names, extra),
         per_type={
-            c: summarize([r for r in rows if r["category"] == c], metric_names) for c in categories
+            c: summarize([r for r in rows if r["category"] == c], metric_names, extra)
+            for c in categories
         },
     )
 
@@ -406,6 +423,13 @@ class BenchmarkRun:
 
     # --- the suites -------------------------------------------------------------------------
 
+    def summary_extra(self) -> Callable[[Sequence[dict]], dict] | None:
+        return getattr(self.module, "summarize_extra", None)
+
+    def protocol(self) -> dict[str, Any]:
+        """The suite's `protocol` field (which official definition, JPEG, resize, LPIPS, ...)."""
+        return self.module.protocol(self.scorer)
+
     def metric_names(self) -> tuple[str, ...]:
         extra = LOCALIZATION_METRICS if self.suite in ("magicbrush", "pie_bench") else ()
         return (*self.module.METRICS, *extra)
@@ -473,6 +497,15 @@ def _link(source: str, dest: str) -> None:
             shutil.copyfile(source, tmp)
 
 
+def _write_judge_files(out: str, model_name: str, example: Example, png: str) -> None:
+    """GEdit-Bench: the edit where both judge scripts read it, and its input as
+    `<key>_SRCIMG.png` (test_gedit_score.py skips a sample without it)."""
+    _link(png, gedit.judge_path(out, model_name, example))
+    source = gedit.source_path(out, model_name, example)
+    if not os.path.isfile(source) and example.source is not None:
+        imio.save_image(source, example.source)
+
+
 def run_magicbrush(
     run: BenchmarkRun,
     data: str,
@@ -480,7 +513,8 @@ def run_magicbrush(
     captions: str | None = None,
     settings: Sequence[str] = magicbrush.SETTINGS,
 ) -> dict[str, Any]:
-    """Both MagicBrush settings; `limit` counts sessions (img_ids, in sorted order)."""
+    """Both MagicBrush settings, from either layout (`magicbrush.MagicBrushReader`); `limit`
+    counts sessions (img_ids, in sorted order)."""
     reader = magicbrush.MagicBrushReader(data, captions=captions)
     sessions = reader.session_turns()
     chosen = list(sessions)[:limit] if limit is not None else list(sessions)
@@ -500,14 +534,17 @@ def run_magicbrush(
         for row in records:
             row["final_turn"] = row["turn_index"] == finals[row["img_id"]]
         write_records(os.path.join(run.out, setting, RECORDS_FILE), records)
-        block = summary_block(records, names)
-        block["final_turn"] = summarize([r for r in records if r["final_turn"]], names)
+        block = summary_block(records, names, run.summary_extra())
+        block["final_turn"] = summarize(
+            [r for r in records if r["final_turn"]], names, run.summary_extra()
+        )
         block["skipped"] = dict(skipped)
         block["stats"] = dataclasses.asdict(run.stats[setting])
         result[setting] = block
         run.write_figure(setting, figure)
     return dict(
         suite=run.suite,
+        protocol=dict(run.protocol(), layout=reader.layout),
         settings=run.settings_report(
             limit=limit, captions=reader.captions_path, magicbrush_settings=list(settings)
         ),
@@ -558,14 +595,15 @@ def run_single(
     total = reader.total if limit is None else min(limit, reader.total or limit)
     on_edit = None
     if run.suite == "gedit":
-        on_edit = lambda e, png: _link(png, gedit.judge_path(run.out, run.gedit_model_name, e))
+        on_edit = lambda e, png: _write_judge_files(run.out, run.gedit_model_name, e, png)
     records, figure = run.run_setting(
         "edited", _limited(reader, limit), total, lambda e: e.source, on_edit=on_edit
     )
     run.write_figure("edited", figure)
-    block = summary_block(records, run.metric_names())
+    block = summary_block(records, run.metric_names(), run.summary_extra())
     return dict(
         suite=run.suite,
+        protocol=run.protocol(),
         settings=run.settings_report(limit=limit, **settings_extra),
         **block,
         notes=run.notes(),

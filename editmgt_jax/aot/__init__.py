@@ -1,0 +1,1 @@
+"""Ahead-of-time compiles for TPU topologies on any host (launch.aot, docs/pods.md)."""

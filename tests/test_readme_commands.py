@@ -1,0 +1,96 @@
+"""The README's shell commands: each one runs as written, or its placeholders are defined.
+
+Every command in README.md's ```bash blocks is either
+- runnable as written: it runs here, from a folder laid out like the checkout, and exits 0;
+- the install or the test command (`.ci/run` runs those two itself, verbatim);
+- a long-running server (`launch.serve`, tested by tests/test_serve_api.py and the browser test);
+- or it holds placeholders: words in capitals (CKPT, WORKDIR, ...) that the README's prose
+  defines (each appears in backquotes outside the code blocks).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{2,}\b")
+NOT_PLACEHOLDERS = {"JSON", "PNG"}  # capitals that are not placeholders
+SERVERS = ("python -m launch.serve",)
+
+
+def readme() -> str:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def commands(text: str) -> list[str]:
+    """Each command of the ```bash blocks, continuation lines joined, comments dropped."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#.*$", "", command).strip()
+            if command and not command.startswith("#"):
+                found.append(command)
+    return found
+
+
+def marked(text: str, marker: str) -> str:
+    return text.split(f"<!-- {marker} -->", 1)[1].split("```bash\n", 1)[1].splitlines()[0]
+
+
+def placeholders(command: str) -> set[str]:
+    return set(PLACEHOLDER.findall(command)) - NOT_PLACEHOLDERS
+
+
+def classify(text: str) -> dict[str, list[str]]:
+    ci = {marked(text, "install-command"), marked(text, "test-command")}
+    kinds: dict[str, list[str]] = {"ci": [], "server": [], "placeholders": [], "runnable": []}
+    for command in commands(text):
+        if command in ci:
+            kinds["ci"].append(command)
+        elif command.startswith(SERVERS):
+            kinds["server"].append(command)
+        elif placeholders(command):
+            kinds["placeholders"].append(command)
+        else:
+            kinds["runnable"].append(command)
+    return kinds
+
+
+def test_every_placeholder_is_defined_in_the_prose():
+    text = readme()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    kinds = classify(text)
+    assert len(kinds["ci"]) == 2 and kinds["runnable"], kinds
+    for command in kinds["placeholders"]:
+        for word in placeholders(command):
+            assert f"`{word}`" in prose, f"{word} (in {command!r}) is not defined in the README"
+    assert "OWNER" not in text
+
+
+@pytest.mark.parametrize("command", classify(readme())["runnable"])
+def test_runnable_command_runs_as_written(command, tmp_path):
+    """From a folder with the checkout's examples/ and configs/ (the code on PYTHONPATH);
+    /tmp paths land in this test's own folder."""
+    for name in ("examples", "configs"):
+        os.symlink(os.path.join(REPO, name), tmp_path / name)
+    argv = shlex.split(command.replace("/tmp/", f"{tmp_path}/"))
+    assert argv[0] == "python", command
+    proc = subprocess.run(
+        [sys.executable, *argv[1:]],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = [a for a in argv if a.endswith(".png") or a.endswith("/")]
+    for out in outputs:
+        assert os.path.exists(tmp_path / out), out
