@@ -89,11 +89,11 @@ def profile(batch: int, repeats: int) -> dict:
     from editmgt_jax.models.transformer import Transformer, example_inputs
     from editmgt_jax.models.transformer_config import TransformerConfig
     from editmgt_jax.training.config_from_bundle import resolve_config
+    from editmgt_jax.training.from_config import step_options
     from editmgt_jax.training.optimizer import make_optimizer
     from editmgt_jax.training.pipeline import TrainingInputs
     from editmgt_jax.training.step import jit_train_step, make_train_step
     from editmgt_jax.training.train_state import create_sharded_train_state
-    from launch.train import step_options
     from tests.released_layout import WORDS, released_folder
 
     def timed(fn) -> float:

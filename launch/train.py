@@ -55,15 +55,21 @@ from editmgt_jax.training.train_state import (
 )
 from launch import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
-cli.define_distributed_flags(__name__)  # --distributed, --coordinator_address, ...
-_EXPORT_TO = flags.DEFINE_string(
-    "export_to",
-    None,
-    "Write the latest checkpoint's EMA weights as a bundle to this folder and exit without "
-    "training (also while another process trains in the same workdir).",
-)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the flags (only when run as a script: importing this module defines none, so
+    `launch.train.train` can be called from a process that runs other launch scripts' code)."""
+    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
+    cli.define_distributed_flags(__name__)  # --distributed, --coordinator_address, ...
+    flags.DEFINE_string(
+        "export_to",
+        None,
+        "Write the latest checkpoint's EMA weights as a bundle to this folder and exit without "
+        "training (also while another process trains in the same workdir).",
+    )
 
 
 class Preemption:
@@ -447,17 +453,18 @@ def main(argv):
     if logging.get_verbosity() == logging.INFO and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     try:  # a config that contradicts its checkpoint: one clear line, no traceback
-        config = resolve_config(_CONFIG.value)
+        config = resolve_config(FLAGS.config)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from e
     cli.initialize_distributed()
-    last = train(config, _WORKDIR.value, export_to=_EXPORT_TO.value)
+    last = train(config, FLAGS.workdir, export_to=FLAGS.export_to)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))
 
 
 def run():
     """The console script (pyproject.toml): the same absl main as `python -m`."""
+    define_flags()
     cli.run_main(main)
 
 

@@ -77,6 +77,31 @@ def test_restored_iterator_yields_the_same_next_batches(shards, workers):
             np.testing.assert_array_equal(want[key], have[key])
 
 
+def test_a_category_weighted_loader_resumes_with_the_same_next_batches(shards):
+    """data.category_weights thin records out by random draws; those draws come back with the
+    iterator state, so a resumed run sees the batches an uninterrupted one sees."""
+    from data_pipelines.schema import CATEGORIES
+
+    weights = {"add": 0.0, "remove": 0.5, "replace": 2.0, "style": 0.3}
+    config = LoaderConfig(
+        batch_size=3, resolution=32, seed=3, num_epochs=None, category_weights=weights
+    )
+    with EditLoader(shards, config, process_index=0, process_count=1) as first:
+        before = [next(first) for _ in range(4)]
+        state = json.loads(json.dumps(first.get_state()))  # survives a JSON checkpoint
+        expected = [next(first) for _ in range(12)]  # past the first epoch's end
+    with EditLoader(shards, config, process_index=0, process_count=1) as restored:
+        restored.set_state(state)
+        got = [next(restored) for _ in range(12)]
+    for want, have in zip(expected, got, strict=True):
+        assert set(want) == set(have)
+        for key in want:
+            np.testing.assert_array_equal(want[key], have[key])
+    seen = np.concatenate([b["category"] for b in before + expected])
+    assert CATEGORIES.index("add") not in seen  # the weights were applied
+    assert CATEGORIES.index("replace") in seen
+
+
 def test_batch_fields_and_global_arrays_on_a_mesh():
     import jax
     from jax.sharding import Mesh

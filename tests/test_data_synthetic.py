@@ -92,9 +92,18 @@ def test_make_synthetic_cli_array_record_is_deterministic(tmp_path):
     assert not [p for p in os.listdir(tmp_path / "a") if p.endswith(".tmp")]
 
 
-def test_make_synthetic_cli_png(tmp_path):
+@pytest.fixture(scope="module")
+def png_world(tmp_path_factory):
+    """(folder, summary) of `launch.make_synthetic --format png`: 7 held-out examples, one per
+    category, 32 px."""
+    folder = tmp_path_factory.mktemp("png_world")
     summary = _run("--num", "7", "--size", "32", "--split", "heldout", "--format", "png",
-                   "--out", str(tmp_path))  # fmt: skip
+                   "--out", str(folder))  # fmt: skip
+    return folder, summary
+
+
+def test_make_synthetic_cli_png(png_world):
+    tmp_path, summary = png_world
     assert summary["written"] == 7 and sum(summary["categories"].values()) == 7
     rows = [json.loads(line) for line in open(tmp_path / "jobs.jsonl")]
     assert [r["category"] for r in rows] == list(CATEGORIES)
@@ -113,6 +122,69 @@ def test_make_synthetic_cli_png(tmp_path):
         np.testing.assert_array_equal(mask, ex.mask)
         np.testing.assert_array_equal(source[mask == 0], target[mask == 0])
         assert row["instruction"] == ex.instruction
+
+
+def _score(world, edits, capsys):
+    from benchmarks import score_synthetic_edits
+
+    assert score_synthetic_edits.main(["--world", str(world), "--edits", str(edits)]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_the_independent_scorer_on_a_tiny_world(png_world, tmp_path, capsys):
+    """benchmarks/score_synthetic_edits.py (the embedded model's headline figure) on edits
+    whose scores are known: the targets, the sources, a part of the way from one to the other,
+    changes outside the mask, a missing edit."""
+    world, _ = png_world
+    rows = [json.loads(line) for line in open(world / "jobs.jsonl")]
+    outs = [json.loads(line)["out"] for line in open(world / "edit_jobs.jsonl")]
+    read = lambda name, mode="RGB": np.asarray(Image.open(world / name).convert(mode), np.int64)
+
+    def score(make):
+        folder = tmp_path / f"edits{len(os.listdir(tmp_path))}"
+        folder.mkdir()
+        for i, (row, out) in enumerate(zip(rows, outs, strict=True)):
+            mask = read(row["mask"], "L") > 0
+            edited = make(i, read(row["source"]), read(row["target"]), mask)
+            if edited is not None:
+                Image.fromarray(edited.astype(np.uint8)).save(folder / out)
+        return _score(world, folder, capsys)
+
+    local = [c for c in CATEGORIES if c != "style"]  # style's mask is the whole image
+    targets = score(lambda i, s, t, m: t)
+    assert targets["overall"] == dict(success=1.0, psnr_outside=100.0, count=7)
+    assert targets["missing"] == [] and sorted(targets["categories"]) == sorted(CATEGORIES)
+    assert targets["categories"]["style"]["psnr_outside"] is None
+    sources = score(lambda i, s, t, m: s)
+    assert sources["overall"]["success"] == 0.0 and sources["overall"]["psnr_outside"] == 100.0
+    assert all(sources["categories"][c]["success"] == 0.0 for c in local)
+    # Success: at most half the source's distance to the target left inside the mask.
+    for fraction, success in ((0.6, 1.0), (0.4, 0.0)):
+        partway = score(lambda i, s, t, m, f=fraction: np.rint(s + f * (t - s)))
+        assert partway["overall"]["success"] == success, fraction
+
+    # The target with every pixel outside the mask 10 levels off in one channel:
+    # MSE 100 / 3, PSNR 10 log10(255^2 * 3 / 100).
+    def off_outside(i, s, t, m):
+        edited = t.copy()
+        edited[..., 0] += np.where(~m, np.where(t[..., 0] <= 245, 10, -10), 0)
+        return edited
+
+    shifted = score(off_outside)
+    expected = 10 * np.log10(255.0**2 * 3 / 100)
+    for c in local:
+        assert shifted["categories"][c]["psnr_outside"] == pytest.approx(expected, abs=1e-6), c
+        assert shifted["categories"][c]["success"] == 1.0
+    # A missing edit is a failure and is listed.
+    first = rows[0]["category"]
+    gone = score(lambda i, s, t, m: None if i == 0 else t)
+    assert gone["missing"] == [outs[0]] and gone["categories"][first]["success"] == 0.0
+    assert gone["overall"]["success"] == pytest.approx(6 / 7)
+    # Nothing to do inside the mask (target = source there) is no success either.
+    from benchmarks.score_synthetic_edits import score_one
+
+    source = read(rows[0]["source"])
+    assert score_one(source, source, source, read(rows[0]["mask"], "L") > 0) == (False, 100.0)
 
 
 def test_target_is_a_function_of_source_and_instruction():

@@ -13,6 +13,7 @@ from data_pipelines.transforms import (
     decode_mask,
     joint_resize_crop,
 )
+from tests.resize_reference import bicubic_resize, structured
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -93,6 +94,23 @@ def test_joint_crop_keeps_pairs_of_different_sizes_aligned(rgb):
     left = joint_resize_crop(rgb, big, mask, (32, 32), (0.5, 0.0))[0]
     right = joint_resize_crop(rgb, big, mask, (32, 32), (0.5, 1.0))[0]
     assert not np.array_equal(left, right)
+
+
+def test_the_joint_crop_resamples_with_an_antialiased_bicubic():
+    # A 48 x 64 source, its target at twice the size; the square crop is 48 px wide on the source
+    # (96 on the target), placed by the offset: left edge 0, 8 or 16 (0, 16, 32 on the target).
+    source, target = structured(48, 64), structured(96, 128, cell=5)
+    for ox, left in ((0.0, 0), (0.5, 8), (1.0, 16)):
+        src, tgt, _ = joint_resize_crop(source, target, None, (20, 20), (0.5, ox))
+        expected = bicubic_resize(source, (20, 20), box=(left, 0, left + 48, 48))
+        np.testing.assert_allclose(src, expected, atol=2, err_msg=str(ox))
+        expected = bicubic_resize(target, (20, 20), box=(2 * left, 0, 2 * left + 96, 96))
+        np.testing.assert_allclose(tgt, expected, atol=2, err_msg=str(ox))
+    # Upsampling too (the crop smaller than the output), and at scale 1 a plain crop.
+    up = joint_resize_crop(source[:20, :20], source[:20, :20], None, (36, 36))[0]
+    np.testing.assert_allclose(up, bicubic_resize(source[:20, :20], (36, 36)), atol=2)
+    same = joint_resize_crop(source, source, None, (48, 48), (0.0, 1.0))[0]
+    np.testing.assert_array_equal(same, source[:, 16:])
 
 
 def test_mask_never_shrinks_when_downscaled():

@@ -151,8 +151,19 @@ def test_readme_first_edit_command_runs_as_written(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["edited"] == 1 and summary["failed"] == 0
-    out = [a for a in shlex.split(command) if a.endswith(".png")][-1]
+    argv = shlex.split(command)
+    image, out = argv[argv.index("--image") + 1], argv[argv.index("--out") + 1]
     assert (tmp_path / out).is_file()
+    # It edited: the brown star's pixels (examples/color.png: the synthetic world's brown
+    # (130, 80, 40)) turned orange (the world's (245, 140, 20)), not the input written back.
+    source = np.asarray(Image.open(tmp_path / image).convert("RGB"), np.int64)
+    edited = np.asarray(Image.open(tmp_path / out).convert("RGB"), np.int64)
+    assert edited.shape == source.shape
+    star = np.abs(source - (130, 80, 40)).max(-1) <= 12
+    assert star.sum() >= 50, star.sum()  # the command's star is there to be edited
+    changed = np.abs(edited - source).max(-1) > 8
+    assert changed[star].mean() >= 0.8, changed[star].mean()
+    assert np.abs(edited[star].mean(0) - (245, 140, 20)).max() <= 40, edited[star].mean(0)
 
 
 def test_the_embedded_model_warns_once_on_inputs_unlike_its_domain():

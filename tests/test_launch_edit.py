@@ -83,6 +83,10 @@ def test_jobs_with_bad_ones_report_them_and_write_the_rest(editor, inputs, tmp_p
     assert out.shape == source.shape
     allowed = np.asarray(Image.open(inputs / "half_size_mask.png").resize((30, 40), 0)) >= 128
     np.testing.assert_array_equal(out[~allowed], source[~allowed])
+    # ... and inside it, the edit, not the input written back (here 15% of the region: the
+    # random model's tokens held or pasted back cover the rest).
+    moved = np.abs(out.astype(int) - source.astype(int)).max(-1) > 8
+    assert moved[allowed].mean() > 0.03, moved[allowed].mean()
 
     with np.load(dump) as data:
         assert data["outputs"].tolist() == [

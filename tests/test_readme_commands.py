@@ -10,13 +10,16 @@ Every command in README.md's ```bash blocks is either
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{2,}\b")
@@ -94,3 +97,29 @@ def test_runnable_command_runs_as_written(command, tmp_path):
     outputs = [a for a in argv if a.endswith(".png") or a.endswith("/")]
     for out in outputs:
         assert os.path.exists(tmp_path / out), out
+    if argv[1:3] == ["-m", "launch.edit"]:
+        pairs = edit_pairs(argv, tmp_path)
+        assert pairs, command
+        unchanged = [out for image, out in pairs if not _changed(image, out)]
+        # Most outputs are edits of their inputs, not the inputs written back.
+        assert len(unchanged) <= len(pairs) // 3, unchanged
+
+
+def edit_pairs(argv: list[str], cwd) -> list[tuple[str, str]]:
+    """(input image, output image) of each edit a launch.edit command line makes."""
+    value = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None
+    if value("--image"):
+        return [(os.path.join(cwd, value("--image")), os.path.join(cwd, value("--out")))]
+    jobs = os.path.join(cwd, value("--jobs"))
+    with open(jobs) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    out_dir = os.path.join(cwd, value("--out")) if value("--out") else os.path.dirname(jobs)
+    base = os.path.dirname(jobs)
+    return [(os.path.join(base, r["image"]), os.path.join(out_dir, r["out"])) for r in records]
+
+
+def _changed(image: str, out: str, fraction: float = 0.01) -> bool:
+    """Whether at least `fraction` of the pixels moved by more than 8 levels in some channel."""
+    a = np.asarray(Image.open(image).convert("RGB"), np.int64)
+    b = np.asarray(Image.open(out).convert("RGB"), np.int64)
+    return a.shape != b.shape or (np.abs(a - b).max(-1) > 8).mean() >= fraction

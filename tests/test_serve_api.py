@@ -9,6 +9,8 @@ compiled program.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import io
 import json
 import logging
 import os
@@ -324,3 +326,34 @@ def test_the_embedded_model_edits_through_the_api(gradio_dir, tmp_path):
         np.testing.assert_array_equal(pixels(edited)[outside], example.source[outside])
     finally:
         started.close()
+
+
+def test_the_load_benchmark_runs_and_checks_against_the_same_edits_alone(
+    smoke_bundle, gradio_dir, tmp_path, monkeypatch
+):
+    """benchmarks/serve_load.py end to end on the smoke bundle (its own server): 1 and 2
+    concurrent clients of one request each, every edit compared with the same edit alone."""
+    import tempfile
+    import types
+
+    from benchmarks import serve_load
+
+    # main() sets these for its server; the test's values are restored afterwards.
+    monkeypatch.setenv("GRADIO_TEMP_DIR", gradio_dir)
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its work folder goes here
+    flags = dict(checkpoint=smoke_bundle, clients=["1", "2"], requests_per_client=1, size=SIZE)
+    monkeypatch.setattr(serve_load, "FLAGS", types.SimpleNamespace(max_batch_size=BATCH, **flags))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        serve_load.main(["serve_load"])
+    lines = [json.loads(line) for line in printed.getvalue().splitlines() if line[:1] == "{"]
+    assert [line["clients"] for line in lines] == [1, 2]
+    for line in lines:
+        assert line["requests"] == line["clients"] and line["failed"] == 0, line
+        assert line["equal_to_alone"] is True, line
+        assert 1 <= line["largest_call"] <= line["clients"] and line["max_batch_size"] == BATCH
+        assert line["edits_per_s"] > 0 and 0 < line["latency_s"]["p50"] <= line["seconds"]
+    jobs = serve_load.make_jobs(str(tmp_path), 2, SIZE)  # what it sent: distinct, half masked
+    assert len({(job["instruction"], job["seed"]) for job in jobs}) == 2
+    assert [len(job["layers"]) for job in jobs] == [0, 1]

@@ -101,6 +101,8 @@ def upload_dir(tmp_path_factory):
     Image.fromarray(np.kron(stroke, np.ones((2, 2, 1), np.uint8))).save(folder / "big_layer.png")
     Image.fromarray(np.zeros((30, 40, 4), np.uint8)).save(folder / "empty_layer.png")
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(folder / "huge.png")
+    # At the smoke bundle's resolution: the warm-up's program.
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "square.png")
     (folder / "notes.png").write_text("not an image")
     return str(folder)
 
@@ -358,3 +360,89 @@ def test_requests_share_a_sampler_call_only_when_they_share_its_program(editor, 
     ):
         assert other != base
     assert batching.plan([base, key(steps=4), base, base], batch_size=2) == [[0, 2], [3], [1]]
+
+
+# --- what reaches the sampler -------------------------------------------------------------------
+
+DEFAULTS = dict.fromkeys(
+    ["steps", "guidance", "reference_strength", "hold_threshold", "seed", "paste_back"]
+)
+
+
+def _default_request(upload_dir, seed=None):
+    """A square upload at the bundle's resolution with every setting left to the bundle."""
+    values = _values(upload_dir, **dict(DEFAULTS, seed=seed))
+    values[0]["background"] = _file(upload_dir, "square.png")
+    return values
+
+
+@pytest.fixture()
+def sampler_calls(editor, monkeypatch):
+    """What each sampler call of `editor` gets: (batch, bucket, steps, strength, paste_back,
+    tolerance, temperature, any CFG, any query): the arguments that pick its program."""
+    calls = []
+    run_chunk = editor._run_chunk
+
+    def recorded(requests, bucket, *settings):
+        cfg = any(r.guidance > 1 for r in requests)
+        query = any(r.query is not None for r in requests)
+        calls.append((len(requests), bucket, *settings, cfg, query))
+        return run_chunk(requests, bucket, *settings)
+
+    monkeypatch.setattr(editor, "_run_chunk", recorded)
+    return calls
+
+
+def test_every_served_call_runs_the_full_batch(editor, upload_dir, tmp_path, sampler_calls):
+    """--max_batch_size 4 (Settings.batch_size): a lone request and three together both reach
+    the sampler as a batch of 4 (one program for every load), not as 1 and 3."""
+    from editmgt_jax.serving import app
+
+    settings = app.Settings(
+        batch_size=4, output_dir=str(tmp_path), upload_dir=upload_dir, limits=LIMITS
+    )
+    handler = app.EditHandler(editor, settings)
+    for seeds in ([1], [1, 2, 3]):
+        rows = [_default_request(upload_dir, seed) for seed in seeds]
+        sampler_calls.clear()
+        answers = handler(*map(list, zip(*rows, strict=True)))
+        infos = answers[app.OUTPUT_NAMES.index("info")]
+        assert [info["error"] for info in infos] == [None] * len(seeds)
+        assert [call[0] for call in sampler_calls] == [4], (seeds, sampler_calls)
+        assert [info["batch"] for info in infos] == [dict(requests=len(seeds), size=4)] * len(seeds)
+
+
+def test_the_server_compiles_its_program_before_it_serves(
+    editor, upload_dir, sampler_calls, monkeypatch
+):
+    """server.start warms up (a sampler call of the default program at the batch size) before
+    Gradio binds the port; a default request then runs that same program."""
+    import gradio as gr
+
+    from editmgt_jax.serving import app, server
+
+    events = []
+    warm_up = batching.warm_up
+
+    def recorded_warm_up(editor, batch_size):
+        events.append(("warm_up", batch_size, len(sampler_calls)))
+        seconds = warm_up(editor, batch_size)
+        events.append(("warmed", len(sampler_calls)))
+        return seconds
+
+    def launch(self, **kwargs):  # what binds and serves: not here
+        events.append(("launch", kwargs["server_port"]))
+        return None, f"http://127.0.0.1:{kwargs['server_port']}/", None
+
+    monkeypatch.setattr(batching, "warm_up", recorded_warm_up)
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    settings = app.Settings(batch_size=4, upload_dir=upload_dir, limits=LIMITS)
+    running = server.start(editor, settings, port=7999)
+    assert events == [("warm_up", 4, 0), ("warmed", 1), ("launch", 7999)]
+    assert running.warm_up_s > 0
+    [warmed] = sampler_calls
+    assert warmed[0] == 4
+    edit = inputs.parse(editor, _default_request(upload_dir), upload_dir, LIMITS)
+    [ran] = batching.run_all(editor, [edit], 4)
+    assert ran.error is None
+    assert sampler_calls == [warmed, warmed]  # the program the warm-up compiled

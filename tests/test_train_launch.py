@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from configs import smoke
 from editmgt_jax.checkpoint.manager import TrainCheckpoints
@@ -19,12 +20,12 @@ MESH_2x4 = "--config.mesh.ici_parallelism=(2, 4, 1)"
 MESH_1x2 = "--config.mesh.ici_parallelism=(1, 2, 1)"
 
 
-def train(workdir, *overrides, devices=8, check=True):
+def train(workdir, *overrides, devices=8, check=True, timeout=1200):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     cmd = [sys.executable, "-m", "launch.train", "--config", "configs/smoke.py"]
     cmd += ["--workdir", str(workdir), *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -39,7 +40,9 @@ def _resume_matches(tmp_path, steps, stop, mesh, devices):
     """One run of `steps` that also saves at `stop`; a copy of its workdir cut back to what an
     interruption just after that save leaves (no later checkpoint, metrics, samples or bundle),
     resumed and stopped again halfway to `steps` by stop_after_steps (the save-then-exit branch a
-    SIGTERM takes too): the same loss there as the run that was never interrupted."""
+    SIGTERM takes too): the same loss there as the run that was never interrupted. Then resumed
+    from that stop save to the end: the same losses, the same exported (EMA) weights and the same
+    data iterator position as the uninterrupted run."""
     common = (
         f"--config.train.steps={steps}",
         "--config.train.log_every=2",
@@ -69,7 +72,32 @@ def _resume_matches(tmp_path, steps, stop, mesh, devices):
     a, b = metrics(uninterrupted), metrics(resumed)
     assert abs(a[halfway]["loss"] - b[halfway]["loss"]) <= 1e-5, (a[halfway], b[halfway])
     assert a[steps]["loss"] < a[2]["loss"]  # it learns
+    # On from the stop save (not a periodic one) to the end: its weights, EMA and data position.
+    proc = train(resumed, *common, devices=devices)
+    assert f"Resumed from step {halfway}" in proc.stderr
+    b = metrics(resumed)
+    assert max(b) == steps
+    for step in (s for s in a if s > halfway):
+        assert abs(a[step]["loss"] - b[step]["loss"]) <= 1e-5, (step, a[step], b[step])
+    # The bundle holds the EMA weights: a resume that dropped the EMA exports others.
+    weights = [
+        load_file(str(w / "bundle" / "transformer.safetensors")) for w in (uninterrupted, resumed)
+    ]
+    assert sorted(weights[0]) == sorted(weights[1])
+    for name in weights[0]:
+        np.testing.assert_allclose(weights[1][name], weights[0][name], atol=1e-6, err_msg=name)
+    # The data iterator's position saved with the last step: a stale position in the stop save
+    # would have re-read a batch.
+    assert _data_state(resumed, steps) == _data_state(uninterrupted, steps)
     return a
+
+
+def _data_state(workdir, step):
+    """The data iterator's state in checkpoint `step` (orbax's JSON item `data`)."""
+    with open(workdir / "checkpoints" / str(step) / "data" / "metadata") as f:
+        state = json.load(f)
+    assert state  # a real position, not the empty dict saved without a loader state
+    return state
 
 
 def _saved(workdir):
@@ -113,6 +141,39 @@ def test_incompatible_workdir_is_refused(tmp_path):
     )
     assert proc.returncode != 0
     assert "incompatible config" in proc.stderr and "model.num_layers: 1 -> 2" in proc.stderr
+
+
+def test_consecutive_nonfinite_steps_stop_with_the_last_good_checkpoint_intact(tmp_path):
+    """A learning rate of 1e30 (after a warm-up step at 0): step 2's update leaves weights whose
+    every later loss is non-finite, so steps 3, 4, ... are skipped (not counted, not saved) until
+    max_consecutive_nonfinite (5) in a row stop the run, the checkpoint of step 2 as it was."""
+    proc = train(
+        tmp_path,
+        "--config.train.steps=12",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=1",
+        "--config.train.keep_checkpoints=20",
+        "--config.optim.learning_rate=1e30",
+        devices=1,
+        check=False,
+        timeout=600,  # the loop would never end if the limit were ignored: skips do not count
+    )
+    assert proc.returncode != 0
+    assert "FloatingPointError: 5 steps in a row had a non-finite loss" in proc.stderr
+    assert "The last good checkpoint (step 2) is intact" in proc.stderr
+    assert _saved(tmp_path) == [1, 2]
+    # Skipped steps log nothing: one finite record per step that ran.
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert not (tmp_path / "bundle").exists()
+    import jax
+    import orbax.checkpoint as ocp
+
+    state = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "2" / "state")
+    assert int(state["step"]) == 2 and int(state["consecutive_skips"]) == 0
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+    assert _data_state(tmp_path, 2)
 
 
 def test_sigterm_becomes_the_stop_flag():

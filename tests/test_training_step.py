@@ -175,10 +175,17 @@ def test_ema_warms_up_then_uses_the_configured_decay(init_params, default_step):
     np.testing.assert_allclose(
         leaf(state.ema_params), 0.1 * old + 0.9 * leaf(state.params), atol=1e-6
     )
-    decay = min(0.999, (1 + 5000) / (10 + 5000))
-    state = state.replace(step=jnp.asarray(5000, state.step.dtype))
-    old = leaf(state.ema_params)
-    state, _ = step(state, _batch(1), unc_s, unc_p, jax.random.key(2))
-    np.testing.assert_allclose(
-        leaf(state.ema_params), decay * old + (1 - decay) * leaf(state.params), atol=1e-6
-    )
+    # Still warming up at step 5,000: (1 + 5000) / (10 + 5000) = 0.9982 < 0.999.
+    # From step 8,991 on the warm-up would exceed the configured decay: 0.999 exactly (at 20,000
+    # the uncapped warm-up would be 0.99955). The EMA is moved 1 away from the weights so that
+    # the decay's error (5e-4 between the two) shows far above the tolerance.
+    for count, decay in ((5000, (1 + 5000) / (10 + 5000)), (20000, 0.999)):
+        state = state.replace(
+            step=jnp.asarray(count, state.step.dtype),
+            ema_params=jax.tree.map(lambda p: p + 1.0, state.params),
+        )
+        old = leaf(state.ema_params)
+        state, _ = step(state, _batch(1), unc_s, unc_p, jax.random.key(2))
+        np.testing.assert_allclose(
+            leaf(state.ema_params), decay * old + (1 - decay) * leaf(state.params), atol=1e-6
+        )
