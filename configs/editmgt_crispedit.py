@@ -112,32 +112,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             category_weights=ml_collections.ConfigDict(),
         )
     )
-    config.train = ml_collections.ConfigDict(
-        dict(
-            steps=OFFICIAL_MAX_UPDATES * ACCUMULATION,
-            batch_size=GLOBAL_BATCH // ACCUMULATION,
-            min_mask_ratio=0.0,  # train.py --min_masking_rate default
-            cond_dropout=0.0,
-            ema_decay=0.0,  # no EMA (see the module docstring)
-            log_every=10 * ACCUMULATION,  # train.sh --logging_steps 10
-            checkpoint_every=UPDATES_PER_CHECKPOINT * ACCUMULATION,
-            keep_checkpoints=3,
-            max_consecutive_nonfinite=5,
-            stop_after_steps=-1,
-            export_bundle=True,  # <workdir>/bundle at the end, for launch.edit / export
-            sample_every=0,  # the sample edits and the probe use the synthetic world: off
-            sample_count=0,
-            changed_loss_weight=1.0,
-            changed_loss_per_example=False,
-            changed_mask_rate=0.0,
-            attention_loss_weight=0.0,
-            attention_loss_blocks=(),
-            attention_max_fraction=0.5,
-            init_tables_from_codebook=False,
-            probe_every=0,
-            probe_count=0,
-            probe_seed=0,
-        )
+    config.train = common.train(
+        steps=OFFICIAL_MAX_UPDATES * ACCUMULATION,
+        batch_size=GLOBAL_BATCH // ACCUMULATION,
+        min_mask_ratio=0.0,  # train.py --min_masking_rate default
+        cond_dropout=0.0,
+        ema_decay=0.0,  # no EMA (see the module docstring)
+        log_every=10 * ACCUMULATION,  # train.sh --logging_steps 10
+        checkpoint_every=UPDATES_PER_CHECKPOINT * ACCUMULATION,
+        keep_checkpoints=3,
+        sample_count=0,  # the sample edits and the probe use the synthetic world: off
+        probe_count=0,
+        probe_seed=0,
     )
     config.lora = ml_collections.ConfigDict(
         dict(rank=32 if arg == "lora" else 0, alpha=128.0, targets=OFFICIAL_LORA_TARGETS)

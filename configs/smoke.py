@@ -84,35 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             category_weights=ml_collections.ConfigDict(),
         )
     )
-    config.train = ml_collections.ConfigDict(
-        dict(
-            steps=24,
-            batch_size=8,
-            min_mask_ratio=0.1,
-            cond_dropout=0.1,
-            ema_decay=0.99,
-            log_every=4,
-            checkpoint_every=12,
-            keep_checkpoints=2,
-            max_consecutive_nonfinite=5,
-            stop_after_steps=-1,  # > 0: save and exit after this step, as a preemption would
-            export_bundle=True,  # at the end: <workdir>/bundle (EMA weights) for launch.edit
-            sample_every=0,  # > 0: edit `sample_count` held-out examples into samples/ this often
-            sample_count=4,
-            # Edit-focused training (editmgt_jax/training/step.py StepOptions); off here.
-            changed_loss_weight=1.0,
-            changed_loss_per_example=False,
-            changed_mask_rate=0.0,
-            attention_loss_weight=0.0,
-            attention_loss_blocks=(),
-            attention_max_fraction=0.5,
-            init_tables_from_codebook=False,
-            # > 0: log the held-out probe (editmgt_jax/training/probe.py) this often.
-            probe_every=0,
-            probe_count=14,
-            probe_seed=31337,
-        )
-    )
+    config.train = common.train()
     config.init_from = ""  # pretrained transformer: a bundle or an official folder
     # LoRA (rank > 0): only adapters on the `targets` kernels (regexes on parameter paths) train.
     config.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=DEFAULT_TARGETS))

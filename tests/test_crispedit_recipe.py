@@ -250,18 +250,9 @@ def test_the_loss_falls_on_a_fixed_batch_with_clip_gemma2_encoded_on_the_mesh(bu
 
 
 def test_text_weights_are_sharded_over_fsdp_and_encode_as_on_one_device(bundle):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.multidevice.text_conditioning_sharded", bundle],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from tests.test_sharding import run_on_8_devices
+
+    result = run_on_8_devices("tests.multidevice.text_conditioning_sharded", bundle)
     assert result["states_error"] < 1e-5 and result["pooled_error"] < 1e-5, result
     assert "fsdp" in result["gemma_embed"], result  # [vocab, hidden] split over fsdp
     assert result["sharded_leaves"] >= result["leaves"] // 2, result

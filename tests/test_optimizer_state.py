@@ -5,9 +5,6 @@ The sharded part runs this file as a module under 8 simulated CPU devices
 """
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 
 import jax
@@ -308,20 +305,9 @@ def _multidevice_main():
 
 @pytest.fixture(scope="module")
 def sharded():
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # LLVM's lowest level (as conftest.py sets for this process): these programs run once.
-    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", PYTHONPATH=repo)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.test_optimizer_state"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from tests.test_sharding import run_on_8_devices
+
+    return run_on_8_devices("tests.test_optimizer_state")
 
 
 @pytest.mark.parametrize("moments", MOMENTS)

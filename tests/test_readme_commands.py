@@ -4,6 +4,8 @@ Every command in README.md's ```bash blocks is either
 - runnable as written: it runs here, from a folder laid out like the checkout, and exits 0;
 - the install or the test command (`.ci/run` runs those two itself, verbatim);
 - a long-running server (`launch.serve`, tested by tests/test_serve_api.py and the browser test);
+- the first edit command (run verbatim, with checks on the edited pixels, by
+  tests/test_default_model.py `test_readme_first_edit_command_runs_as_written`);
 - or it holds placeholders: words in capitals (CKPT, WORKDIR, ...) that the README's prose
   defines (each appears in backquotes outside the code blocks).
 """
@@ -52,11 +54,16 @@ def placeholders(command: str) -> set[str]:
 
 
 def classify(text: str) -> dict[str, list[str]]:
+    from tests.test_default_model import _readme_first_edit_command
+
     ci = {marked(text, "install-command"), marked(text, "test-command")}
     kinds: dict[str, list[str]] = {"ci": [], "server": [], "placeholders": [], "runnable": []}
+    kinds["first_edit"] = []
     for command in commands(text):
         if command in ci:
             kinds["ci"].append(command)
+        elif command == _readme_first_edit_command():
+            kinds["first_edit"].append(command)
         elif command.startswith(SERVERS):
             kinds["server"].append(command)
         elif placeholders(command):
@@ -70,7 +77,7 @@ def test_every_placeholder_is_defined_in_the_prose():
     text = readme()
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     kinds = classify(text)
-    assert len(kinds["ci"]) == 2 and kinds["runnable"], kinds
+    assert len(kinds["ci"]) == 2 and len(kinds["first_edit"]) == 1 and kinds["runnable"], kinds
     for command in kinds["placeholders"]:
         for word in placeholders(command):
             assert f"`{word}`" in prose, f"{word} (in {command!r}) is not defined in the README"

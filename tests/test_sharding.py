@@ -14,11 +14,15 @@ from editmgt_jax import sharding
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_on_8_devices(module: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
+def run_on_8_devices(module: str, *args: str) -> dict:
+    """`python -m module *args` on 8 simulated CPU devices; its last stdout line as JSON."""
+    # LLVM's lowest level, as tests/conftest.py sets for the test processes: these programs run
+    # a few times, so compiling is most of their cost.
+    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=REPO)
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
