@@ -125,17 +125,25 @@ def compile_records(config, topology, devices, job: str, edit_batch: int) -> lis
     records = []
     for name in jobs:
         for program in programs.build(name, config, devices, edit_batch=edit_batch):
-            start = time.perf_counter()
-            try:
-                compiled, _, seconds = programs.lower_and_compile(program)
-                record = program_record(program, compiled, seconds, topology, name)
-            except Exception as error:  # the TPU compiler refuses what cannot fit its HBM
-                if "RESOURCE_EXHAUSTED" not in str(error):
-                    raise
-                record = oom_record(program, topology, name, error, time.perf_counter() - start)
+            record = compile_record(program, topology, name)
             print(json.dumps(record), flush=True)
             records.append(record)
     return records
+
+
+def compile_record(program, topology, job: str) -> dict:
+    """Compiles `program`; its record, or `oom_record` when the TPU compiler refuses it for
+    memory (RESOURCE_EXHAUSTED), so a plan or a job list goes on past it."""
+    from editmgt_jax.aot import programs
+
+    start = time.perf_counter()
+    try:
+        compiled, _, seconds = programs.lower_and_compile(program)
+    except Exception as error:  # the TPU compiler refuses what cannot fit its HBM
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return oom_record(program, topology, job, error, time.perf_counter() - start)
+    return program_record(program, compiled, seconds, topology, job)
 
 
 def oom_record(program, topology, job: str, error: Exception, seconds: float) -> dict:
@@ -190,6 +198,7 @@ def run_plan(config, topology, devices) -> dict:
     shape = dict(
         params=count_params(cfg),
         inner_dim=cfg.inner_dim,
+        heads=cfg.num_attention_heads,
         num_blocks=cfg.num_blocks,
         positions=2 * (grid // cfg.token_stride) ** 2 + text_len,
         act_bytes=2 if cfg.dtype == "bfloat16" else 4,
@@ -203,8 +212,8 @@ def run_plan(config, topology, devices) -> dict:
             trial.model.remat_policy = cand.remat_policy
             trial.train.batch_size = cand.batch_per_chip * cand.data * cand.fsdp
         (program,) = programs.build("train", trial, devices)
-        compiled, _, seconds = programs.lower_and_compile(program)
-        record = program_record(program, compiled, seconds, topology, "plan")
+        record = compile_record(program, topology, "plan")
+        record["estimated_memory_bytes"] = plan.estimate(cand, shape, topology)["memory"]
         print(json.dumps(record), flush=True)
         return record
 

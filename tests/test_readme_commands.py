@@ -25,7 +25,7 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{2,}\b")
-NOT_PLACEHOLDERS = {"JSON", "PNG"}  # capitals that are not placeholders
+NOT_PLACEHOLDERS = {"JSON", "PNG", "DOCKER"}  # capitals that are values, not placeholders
 SERVERS = ("python -m launch.serve",)
 
 
@@ -130,3 +130,17 @@ def _changed(image: str, out: str, fraction: float = 0.01) -> bool:
     a = np.asarray(Image.open(image).convert("RGB"), np.int64)
     b = np.asarray(Image.open(out).convert("RGB"), np.int64)
     return a.shape != b.shape or (np.abs(a - b).max(-1) > 8).mean() >= fraction
+
+
+@pytest.mark.parametrize(
+    "page", sorted(p for p in os.listdir(os.path.join(REPO, "docs")) if p.endswith(".md"))
+)
+def test_every_placeholder_of_a_docs_page_is_defined_on_it(page):
+    """docs/*.md: capitals in a command are placeholders its prose defines (or `$VARIABLES`)."""
+    with open(os.path.join(REPO, "docs", page), encoding="utf-8") as f:
+        text = f.read()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for command in commands(text):
+        command = re.sub(r"\$\w+", "", command)  # environment variables
+        for word in placeholders(command):
+            assert f"`{word}`" in prose, f"docs/{page}: {word} (in {command!r}) is not defined"

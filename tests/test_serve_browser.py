@@ -9,7 +9,9 @@ and the page keeps working.
 
 The server is a subprocess on a random smoke bundle (32 px). Set EDITMGT_SERVE_CHECKPOINT to a
 bundle folder (or `default` for the embedded model) and EDITMGT_SERVE_SCREENSHOT to a PNG path to
-make the README's screenshot (docs/serve_screenshot.png) with these same steps.
+make the documentation's screenshot (docs/serve_screenshot.png) with these same steps; then the
+page lists the shipped `examples/` and the painted edit is the colour example's (its star
+painted over, "turn the brown star orange").
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 START_TIMEOUT_S = 600  # a bound for a loaded machine, not a timing
 EDIT_TIMEOUT_S = 240
+SCREENSHOT = os.environ.get("EDITMGT_SERVE_SCREENSHOT")
+# The screenshot's edit: the shipped colour example, a zigzag stroke over its star (screen
+# offsets from the canvas centre; the star sits left of centre, a little below it).
+SCREENSHOT_EDIT = (
+    os.path.join(ROOT, "examples", "color.png"),
+    "turn the brown star orange",
+    [(-125, -15), (-45, -15), (-45, 10), (-125, 10), (-125, 35), (-45, 35), (-45, 60), (-125, 60)],
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +80,12 @@ def served(smoke_bundle, scenes, tmp_path_factory):
     checkpoint = DEFAULT_MODEL if checkpoint == "default" else checkpoint
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
     env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
+    examples = str(scenes / "examples" / "jobs.jsonl")
+    if SCREENSHOT:
+        examples = os.path.join(ROOT, "examples", "jobs.jsonl")
     command = [
         sys.executable, "-m", "launch.serve", "--checkpoint", checkpoint,
-        "--port", str(server.free_port()), "--max_batch_size", "2",
-        "--examples", str(scenes / "examples" / "jobs.jsonl"),
+        "--port", str(server.free_port()), "--max_batch_size", "2", "--examples", examples,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True
@@ -89,7 +101,9 @@ def served(smoke_bundle, scenes, tmp_path_factory):
             log.seek(0)
             pytest.fail(f"launch.serve did not start:\n{log.read()[-4000:]}")
         started = json.loads(first_line[0])
-        assert started["examples"] == 2 and started["login"] is False
+        with open(examples) as f:
+            expected = sum(1 for line in f if line.strip())
+        assert started["examples"] == expected and started["login"] is False
         yield started["url"]
     finally:
         process.terminate()
@@ -205,13 +219,16 @@ def test_a_painted_edit_in_the_browser_keeps_every_pixel_outside_the_stroke(
 ):
     open_page(browser, served)
     source_path = str(scenes / "examples" / "scene2.png")
+    instruction, stroke = "make the shape blue", [(-50, -20), (-20, -10), (10, 0), (40, 10)]
+    if SCREENSHOT:
+        source_path, instruction, stroke = SCREENSHOT_EDIT
     upload(browser, source_path)
-    paint(browser, [(-50, -20), (-20, -10), (10, 0), (40, 10)])
+    paint(browser, stroke)
     mask = page_mask(browser)
     source = np.asarray(Image.open(source_path).convert("RGB"))
     assert mask.shape == source.shape[:2] and 0 < mask.mean() < 0.9
 
-    browser.find_element(By.CSS_SELECTOR, "#instruction textarea").send_keys("make the shape blue")
+    browser.find_element(By.CSS_SELECTOR, "#instruction textarea").send_keys(instruction)
     slider = browser.find_element(By.CSS_SELECTOR, "#hold_threshold input[type=range]")
     start = float(slider.get_attribute("value"))
     slider.send_keys(*[Keys.ARROW_RIGHT] * 10)  # move lambda up by 10 steps of 0.01
@@ -230,11 +247,10 @@ def test_a_painted_edit_in_the_browser_keeps_every_pixel_outside_the_stroke(
     info = "".join(info_box(browser).split())  # the JSON view puts every token on a line
     for text in (f'"hold_threshold":{moved}', '"paste_back":true', '"mask":"painted"'):
         assert text in info, (text, info)
-    screenshot = os.environ.get("EDITMGT_SERVE_SCREENSHOT")
-    if screenshot:
+    if SCREENSHOT:
         browser.execute_script("window.scrollTo(0, 0)")
         time.sleep(2)  # let the before/after slider and the heatmaps render
-        browser.save_screenshot(screenshot)
+        browser.save_screenshot(SCREENSHOT)
     assert_all_local(requested_urls(browser))
 
 
