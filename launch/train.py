@@ -383,31 +383,19 @@ CARRIED_METADATA = ("converted_from", "source_folder", "sources", "tokenizer_sou
 
 def write_bundle(path: str, bundle: Bundle, config) -> str:
     """Saves `bundle` at `path` (atomically) and, when the run started from a converted bundle,
-    adds that bundle's tokenizer and official folders."""
-    import shutil
-    import tempfile
-
-    from editmgt_jax.checkpoint.folder import replace_folder
+    adds that bundle's tokenizer and official folders (as `launch.convert` wrote them)."""
+    from editmgt_jax.checkpoint.folder import Converted, save_converted
 
     init = config.get("init_from", "")
-    carried = [
-        os.path.join(init, name)
-        for name in CARRIED_FOLDERS
-        if is_bundle(init) and os.path.isdir(os.path.join(init, name))
-    ]
-    if not carried:
+    files = {}  # bundle-relative path -> the init bundle's file
+    for name in CARRIED_FOLDERS if is_bundle(init) else ():
+        for folder, _, names in os.walk(os.path.join(init, name)):
+            for file in names:
+                source = os.path.join(folder, file)
+                files[os.path.relpath(source, init)] = source
+    if not files:
         return save_bundle(path, bundle, overwrite=True)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".bundle.", dir=parent)
-    try:
-        inner = save_bundle(os.path.join(stage, "bundle"), bundle)
-        for folder in carried:
-            shutil.copytree(folder, os.path.join(inner, os.path.basename(folder)))
-        replace_folder(inner, os.path.abspath(path))
-        return os.path.abspath(path)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    return save_converted(Converted(bundle=bundle, files=files, warnings=[]), path, overwrite=True)
 
 
 def bundle_from_state(config, state, options: StepOptions, inputs, step: int) -> Bundle:

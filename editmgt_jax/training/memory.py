@@ -42,19 +42,16 @@ def _count(tree: Any) -> int:
 
 def _bundle_text(path: str) -> tuple[int, int] | None:
     """(params, bytes) of a bundle's text_encoder.safetensors, read from its header."""
-    from safetensors import safe_open
+    from editmgt_jax.checkpoint.folder import safetensors_header
 
     file = os.path.join(path, TEXT_FILE)
     if not os.path.isfile(file):
         return None
-    params = nbytes = 0
-    with safe_open(file, "np") as f:
-        for key in f.keys():
-            piece = f.get_slice(key)
-            size = int(np.prod(piece.get_shape(), dtype=np.int64))
-            itemsize = {"F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8}.get(piece.get_dtype(), 4)
-            params, nbytes = params + size, nbytes + size * itemsize
-    return params, nbytes
+    tensors = safetensors_header(file).values()
+    sizes = [
+        (int(np.prod(shape, dtype=np.int64)), jnp.dtype(dtype).itemsize) for dtype, shape in tensors
+    ]
+    return sum(n for n, _ in sizes), sum(n * itemsize for n, itemsize in sizes)
 
 
 def released_text_params() -> dict[str, int]:

@@ -95,11 +95,6 @@ class TrainingInputs:
             np.stack([self.cache[s][1] for s in instructions]),
         )
 
-    def uncond(self) -> tuple[jax.Array, jax.Array]:
-        """States of the empty instruction ([T, D], [P]): the unconditional input of CFG."""
-        states, pooled = self.text([""])
-        return jnp.asarray(states[0]), jnp.asarray(pooled[0])
-
     def batch(self, host: dict[str, Any]) -> dict[str, np.ndarray]:
         """A loader batch -> the train step's batch (this host's part, host arrays; the text
         states through the host cache)."""

@@ -86,10 +86,6 @@ class TextConditioning:
         self._encode = None
         self.replicated = NamedSharding(mesh, PartitionSpec())
 
-    @property
-    def max_length(self) -> int:
-        return self.encoder.max_length
-
     def _place(self) -> None:
         """Shards the weights over the mesh and jits the encode (once, on first use)."""
         params = self.encoder.frozen_params
@@ -124,8 +120,3 @@ class TextConditioning:
         out = self.encoder.encode([""])
         states, pooled = np.asarray(out.states[0]), np.asarray(out.pooled[0])
         return jax.device_put(states, self.replicated), jax.device_put(pooled, self.replicated)
-
-    def param_bytes(self) -> int:
-        """Bytes of the encoder's parameters (all chips together)."""
-        leaves = jax.tree.leaves(self.encoder.frozen_params)
-        return int(sum(np.size(x) * np.dtype(x.dtype).itemsize for x in leaves))
