@@ -157,9 +157,22 @@ def param_shardings(model: nn.Module, inputs: dict[str, Any], mesh: Mesh, rules=
 
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh, rules=LOGICAL_RULES):
-    """Within: `nn.with_logical_constraint` in the modules resolves against `mesh`."""
-    with mesh, nn.logical_axis_rules(rules):
+    """Within: `nn.with_logical_constraint` in the modules resolves against `mesh`.
+
+    Flax reads the mesh from `jax.set_mesh` (`jax.sharding.get_abstract_mesh`); under the legacy
+    `with mesh:` alone every activation constraint is silently dropped, and XLA then keeps the
+    activations whole on every chip and all-reduces them (BENCHMARKS.md, TPU AOT compile). The
+    legacy context is entered too, for code that still reads it."""
+    with mesh, jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         yield
+
+
+def context_mesh() -> jax.sharding.AbstractMesh | None:
+    """The mesh an enclosing `activation_sharding` (`jax.set_mesh`) made active, or None.
+
+    For ops XLA cannot partition itself (Pallas kernels), which must run in `shard_map`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh.empty else mesh
 
 
 def fully_replicated_large_arrays(params: Any, min_bytes: int = 2**20) -> list[str]:

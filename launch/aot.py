@@ -20,6 +20,7 @@ change), 2 on a bad flag, an unknown topology or a mesh that does not divide the
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -64,6 +65,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("edit_batch", 1, "Edits per sampler call (job edit / pipeline).")
     flags.DEFINE_integer("plan_compile_top", 3, "--plan: compile at most this many candidates.")
     flags.DEFINE_integer("plan_max_batch", 64, "--plan: largest per-chip batch considered.")
+    flags.DEFINE_string(
+        "dump_hlo", None, "Folder to write each compiled program's HLO text into (for reading)."
+    )
     flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -78,7 +82,8 @@ def program_record(program, compiled, compile_s: float, topology, job: str) -> d
 
     memory = report.memory_bytes(compiled)
     trips = program.info.get("steps", 1) if program.name == "edit" else 1
-    colls = report.collectives(compiled.as_text(), unknown_trip_count=trips)
+    hlo = compiled.as_text()
+    colls = report.collectives(hlo, unknown_trip_count=trips)
     devices = topology.devices
     flops = report.model_flops(program.name, program.info)
     flops_source = "ours"
@@ -105,6 +110,7 @@ def program_record(program, compiled, compile_s: float, topology, job: str) -> d
         hbm_bytes_per_device=hbm,
         bytes_per_chip=memory,
         collectives=colls,
+        pallas_kernels=report.pallas_kernels(hlo),
         model_flops=flops,
         flops_source=flops_source,
         hbm_traffic_bytes_per_device=traffic,
@@ -143,6 +149,12 @@ def compile_record(program, topology, job: str) -> dict:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         return oom_record(program, topology, job, error, time.perf_counter() - start)
+    if FLAGS.dump_hlo:
+        from editmgt_jax.atomic import atomic_path
+
+        name = f"{job}_{program.name}_{topology.name.replace(':', '_')}.hlo.txt"
+        with atomic_path(os.path.join(FLAGS.dump_hlo, name)) as tmp, open(tmp, "w") as f:
+            f.write(compiled.as_text())
     return program_record(program, compiled, seconds, topology, job)
 
 
@@ -191,19 +203,7 @@ def run_plan(config, topology, devices) -> dict:
     from editmgt_jax.aot import plan, programs
 
     cfg = programs.transformer_config(config)
-    text_len, states_dim, pooled_dim = programs.text_shapes(config)
-    grid = int(config.image_size) // programs.tokenizer_config(config).stride
-    from editmgt_jax.models.transformer_stats import count_params
-
-    shape = dict(
-        params=count_params(cfg),
-        inner_dim=cfg.inner_dim,
-        heads=cfg.num_attention_heads,
-        num_blocks=cfg.num_blocks,
-        positions=2 * (grid // cfg.token_stride) ** 2 + text_len,
-        act_bytes=2 if cfg.dtype == "bfloat16" else 4,
-        batch_bytes=4 * (2 * grid * grid + text_len * states_dim + pooled_dim + 5),
-    )
+    shape = programs.plan_shape(config, devices)
 
     def compile_fn(cand: plan.Candidate) -> dict:
         trial = config.copy_and_resolve_references()
@@ -232,6 +232,7 @@ def run_plan(config, topology, devices) -> dict:
         topology=topology.name,
         candidates_fitting_estimate=result["ranked"],
         tried=result["tried"],
+        correction=result["correction"],
         chosen=None if chosen is None else dict(chosen.__dict__),
         overrides=None if chosen is None else chosen.overrides(topology.devices),
         estimated_step_s=None if chosen is None else result["record"]["estimated_step_s"],

@@ -116,6 +116,36 @@ def test_train_step_compiles_for_4_and_8_chips(train_4_and_8):
     assert "fits" not in train_4_and_8[0][2] or "train" in train_4_and_8[0][2]  # the table
 
 
+def test_splash_attention_compiles_for_tpu(train_4_and_8):
+    """The Pallas kernel in the TPU program, and the report reads the HLO past its multi-line
+    kernel configs: the same collectives as the XLA attention's step."""
+    code, records, stderr = aot(
+        *TINY,
+        "--topology",
+        "v5e:2x2",
+        "--job",
+        "train",
+        "--config.mesh.ici_parallelism=1,4,1",
+        "--config.model.attention_impl=splash",
+    )
+    assert code == 0, stderr[-3000:]
+    (splash,) = records
+    (xla,) = train_4_and_8[0][1]
+    assert splash["fits"] and xla["pallas_kernels"] == 0
+    # A forward and a backward kernel for each of the smoke model's blocks.
+    blocks = 2
+    assert splash["pallas_kernels"] >= 2 * blocks
+    # Gradients: the same reductions; weights: gathered alike (within a few: layouts differ).
+    for kind in ("all-reduce", "reduce-scatter"):
+        assert splash["collectives"][kind]["count"] == xla["collectives"][kind]["count"], kind
+    gathers = (
+        splash["collectives"]["all-gather"]["count"],
+        xla["collectives"]["all-gather"]["count"],
+    )
+    assert 0.9 * gathers[1] <= gathers[0] <= gathers[1], gathers
+    assert splash["bytes_per_chip"]["arguments"] == xla["bytes_per_chip"]["arguments"]
+
+
 def test_edit_sampler_compiles_for_4_and_8_chips():
     for topology in ("v5e:2x2", "v5e:2x4"):
         code, records, stderr = aot(*TINY, "--topology", topology, "--job", "edit")

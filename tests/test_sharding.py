@@ -44,6 +44,12 @@ def test_sharded_equals_single_device(result):
     assert result["batch_err"] < 1e-4
 
 
+def test_splash_kernel_runs_per_shard(result):
+    # The Pallas kernel is opaque to XLA's partitioner: it must run inside shard_map.
+    assert result["splash_in_shard_map"]
+    assert result["splash_err"] < 1e-4
+
+
 def test_weights_are_split(result):
     # Every kernel is split on fsdp x tensor; only tiny norm gains may stay replicated.
     assert result["num_split"] > result["num_params"] // 2

@@ -134,3 +134,35 @@ def test_grid_ids_equal_official_pipeline_ids_at_1024px(tiny_io):
     # 1024 px -> 64 x 64 tokens -> 32 x 32 after the downsample.
     np.testing.assert_array_equal(grid_position_ids(32, 32), data["pipeline_img_ids_h1024"])
     np.testing.assert_array_equal(grid_position_ids(8, 8), data["img_ids"])
+
+
+@pytest.mark.parametrize(
+    "strength, key, capture",
+    [(1.1, "logits", (3, "attn_text_to_image_block3")), (1.0, "logits_s1", None)],
+)
+def test_splash_kernel_reproduces_the_official_model(
+    tiny_checkpoint, tiny_io, forward, strength, key, capture
+):
+    """The TPU splash kernel (in the Pallas interpreter) against the official PyTorch logits:
+    s = 1.1 goes through its rank-one bias column, s = 1 through the unbiased kernel."""
+    cfg, params = tiny_checkpoint
+    inputs, data = tiny_io
+    blocks = (capture[0],) if capture else ()
+    out = forward(
+        cfg.replace(attention_impl="splash_interpret"),
+        params,
+        inputs,
+        reference_strength=strength,
+        capture_blocks=blocks,
+    )
+    logits = out[0] if blocks else out
+    assert max_err(logits, nchw_to_nhwc(data[key])) <= TOL
+    if capture:
+        assert max_err(out[1][capture[0]], data[capture[1]]) <= TOL
+
+
+def test_splash_kernel_without_source(tiny_checkpoint, tiny_io_noref, forward):
+    cfg, params = tiny_checkpoint
+    inputs, data = tiny_io_noref
+    logits = forward(cfg.replace(attention_impl="splash_interpret"), params, inputs)
+    assert max_err(logits, nchw_to_nhwc(data["logits"])) <= TOL

@@ -4,13 +4,17 @@ to train a config with on a TPU topology.
 1. Enumerate every split of the devices into data x fsdp x tensor (tensor up to the attention
    heads), every remat policy the model allows, and per-chip batches 1, 2, 4, ... up to
    `max_batch_per_chip`.
-2. Prune with an analytic model (`estimate`): per-device memory = the train state (params, two
-   Adam moments and EMA in float32, split over fsdp x tensor) + the batch + the activations kept
-   for the backward (per block: none with "full" remat (the block input only), a few per
-   position with "dots", ~16 d per position without remat) + one gathered layer of weights; time
-   = roofline of our FLOP count, weight gathers (fsdp) and gradient reductions (data).
-3. Compile the `compile_top` fastest candidates that fit by the model, fastest first, and keep
-   the first that fits by the compiler (`memory_analysis` peak <= HBM).
+2. Prune with an analytic model (`estimate`): per-device memory = the config's own train state
+   (its real bytes: optimizer moments of whatever kind, EMA or none, LoRA, the accumulation
+   buffer), split over fsdp x tensor, + the gradients and the optimizer update's float32
+   temporaries + the activations kept for the backward (per block; the residual streams are not
+   split by tensor, the heads and MLP hidden are) + one block's working set (+ the attention
+   score matrices, unless a kernel such as splash keeps them out of memory) + the batch; time =
+   roofline of our FLOP count, weight gathers (fsdp) and gradient reductions (data).
+3. Compile the fastest candidates that fit by the model, fastest first, and keep the first that
+   fits by the compiler (`memory_analysis` peak <= HBM). After each compile the model is
+   corrected: the compiler's bytes over the estimate, per remat policy, scale the estimates of
+   the candidates not yet tried, which are then filtered and ranked again.
 
 The answer is printed as `--config.mesh.ici_parallelism=...` / `--config.model.remat_policy=...` /
 `--config.train.batch_size=...` overrides.
@@ -25,10 +29,18 @@ from typing import Any
 
 from editmgt_jax.aot.topologies import Topology
 
-# Bytes kept per position and model width between forward and backward, per block (float32
-# activations; bfloat16 halves it). Rough: no remat ~ 16 (attention inputs/outputs, MLP hidden 4d
-# and its activation, norms); "dots" keeps the matmul outputs ~ 8; "full" keeps the block input.
-_ACTIVATION_WIDTHS = {"none": 16.0, "dots": 8.0, "dots_no_batch": 8.0, "full": 1.0}
+# Bytes per position per unit of model width kept between forward and backward, per block, as
+# (not split by tensor, split by tensor). Calibrated on the compiler (BENCHMARKS.md, the 1B
+# step): "full" keeps the float32 block input; "dots" the matmul outputs; no remat everything
+# (modulated inputs, q/k/v, attention output, the 4d MLP hidden and its activation, residuals).
+_KEPT = {
+    "none": (14.0, 24.0),
+    "dots": (6.0, 14.0),
+    "dots_no_batch": (6.0, 14.0),
+    "full": (4.0, 0.0),
+}
+_WORKING = (16.0, 40.0)  # one block's forward + backward in flight, same units
+_OPTIMIZER_TEMPS = 3.0  # float32 copies of the trained weights' shard alive in the update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,33 +79,38 @@ def splits(devices: int, max_tensor: int) -> list[tuple[int, int, int]]:
 def estimate(candidate: Candidate, shape: dict[str, Any], topology: Topology) -> dict[str, float]:
     """Analytic per-device bytes and seconds of one train step (see the module docstring).
 
-    shape: params (N), inner_dim (d), num_blocks, positions (S per example), act_bytes (2 for
-    bfloat16 compute, 4 for float32), batch_bytes (one example's batch arrays).
+    shape: params (N), trained_params, state_bytes (the whole train state, all copies),
+    inner_dim (d), heads, num_blocks, positions (S per example), act_bytes (2 for bfloat16
+    compute, 4 for float32), batch_bytes (one example's batch arrays), fused_attention (a kernel
+    that keeps no [S, S] scores in memory).
     """
     c, n, d = candidate, shape["params"], shape["inner_dim"]
     shards = c.fsdp * c.tensor
-    state = 16.0 * n / shards  # params + mu + nu + ema, float32
-    grads = 4.0 * n / shards
-    b, s = c.batch_per_chip, shape["positions"]
-    width = _ACTIVATION_WIDTHS[c.remat_policy]
-    kept = shape["num_blocks"] * b * s * d * width * shape["act_bytes"] / c.tensor
-    working = b * s * d * 24.0 * shape["act_bytes"] / c.tensor  # one block's forward + backward
-    # The XLA attention's float32 probabilities, [b, heads, S, S] a block: kept for the backward
-    # unless the block is rematerialised whole, and scores, probabilities and their gradient
-    # alive at once inside one block (the 1B step at 1024 px: 0.68 GB a block at 4 per chip;
-    # without this term the estimate was 4.6x below the compiler's 42.5 GB for no remat).
-    scores = b * max(shape.get("heads", 1) // c.tensor, 1) * float(s) * s * 4.0
-    if c.remat_policy != "full":
-        kept += shape["num_blocks"] * scores
-    working += 3.0 * scores
-    layer = 4.0 * n / shape["num_blocks"] / c.tensor  # one gathered layer
-    memory = state + grads + kept + working + 2 * layer + b * shape["batch_bytes"]
-    flops = b * (6.0 * n * s + 12.0 * s * s * d * shape["num_blocks"])
+    trained = shape.get("trained_params", n)
+    state = shape.get("state_bytes", 16.0 * n) / shards
+    grads = 4.0 * trained / shards
+    optimizer = _OPTIMIZER_TEMPS * 4.0 * trained / shards
+    b, s, blocks = c.batch_per_chip, shape["positions"], shape["num_blocks"]
+    per_width = b * s * d  # one block's activations per unit of width
+    unsplit, split = _KEPT[c.remat_policy]
+    kept = blocks * per_width * (unsplit + split / c.tensor)
+    working = per_width * (_WORKING[0] + _WORKING[1] / c.tensor)
+    if not shape.get("fused_attention", False):
+        # The XLA attention's float32 scores, [b, heads, S, S] a block: kept for the backward
+        # unless the block is rematerialised whole; scores, probabilities and their gradient
+        # alive at once inside one block (0.68 GB a block for the 1B step at 1024 px, 4 a chip).
+        scores = b * max(shape.get("heads", 1) // c.tensor, 1) * float(s) * s * 4.0
+        if c.remat_policy != "full":
+            kept += blocks * scores
+        working += 3.0 * scores
+    layer = 2.0 * 4.0 * n / blocks / c.tensor  # the gathered weights of two blocks (prefetch)
+    memory = state + grads + optimizer + kept + working + layer + b * shape["batch_bytes"]
+    flops = b * (6.0 * n * s + 12.0 * s * s * d * blocks)
     flops *= 8.0 / 6.0 if c.remat_policy != "none" else 1.0
     flops /= c.tensor
     gathers = 3.0 * 4.0 * n / c.tensor if c.fsdp > 1 else 0.0  # weights, fwd + bwd (+ remat)
-    reduce = 2.0 * 4.0 * n / shards if c.data * c.fsdp > 1 else 0.0
-    tensor_traffic = 4.0 * b * s * d * shape["num_blocks"] * 2 if c.tensor > 1 else 0.0
+    reduce = 2.0 * 4.0 * trained / shards if c.data * c.fsdp > 1 else 0.0
+    tensor_traffic = 4.0 * b * s * d * blocks * 2 if c.tensor > 1 else 0.0
     chip = topology.chip
     compute_s = flops / topology.peak_flops_per_device
     comm_s = (gathers + reduce + tensor_traffic) / (chip.ici_bytes_per_s / chip.cores_per_chip)
@@ -104,9 +121,16 @@ def estimate(candidate: Candidate, shape: dict[str, Any], topology: Topology) ->
 
 
 def candidates(
-    topology: Topology, shape: dict[str, Any], policies, max_batch_per_chip: int, heads: int
+    topology: Topology,
+    shape: dict[str, Any],
+    policies,
+    max_batch_per_chip: int,
+    heads: int,
+    correction: dict[str, float] | None = None,
 ) -> list[tuple[Candidate, dict[str, float]]]:
-    """Every candidate with its estimate, the ones that fit HBM by the estimate, fastest first."""
+    """Every candidate with its estimate (memory times `correction[policy]`, the compiler's
+    measured ratio where known), the ones that fit HBM by the estimate, fastest first."""
+    correction = correction or {}
     out = []
     batches = [2**i for i in range(max_batch_per_chip.bit_length()) if 2**i <= max_batch_per_chip]
     for (data, fsdp, tensor), policy, batch in itertools.product(
@@ -116,11 +140,22 @@ def candidates(
             continue
         cand = Candidate(data, fsdp, tensor, policy, batch)
         est = estimate(cand, shape, topology)
+        est["memory"] *= correction.get(policy, 1.0)
         if est["memory"] <= 0.9 * topology.hbm_bytes_per_device:
             out.append((cand, est))
     # Fastest per example; among equals the larger batch (fewer steps), then less memory.
     out.sort(key=lambda ce: (round(ce[1]["s_per_example"], 9), -ce[0].batch_per_chip))
     return out
+
+
+def measured_bytes(record: dict[str, Any]) -> float | None:
+    """A compile record's bytes a device needs (peak + code), None when the compiler refused it
+    without figures; a refusal for memory counts as at least the chip's HBM."""
+    if "bytes_per_chip" in record:
+        return float(record["bytes_per_chip"]["peak"] + record["bytes_per_chip"]["code"])
+    if "RESOURCE_EXHAUSTED" in record.get("error", "") or record.get("fits") is False:
+        return float(record["hbm_bytes_per_device"]) * 1.05
+    return None
 
 
 def plan(
@@ -132,28 +167,63 @@ def plan(
     max_batch_per_chip: int = 64,
     compile_top: int = 3,
 ) -> dict[str, Any]:
-    """The first of the `compile_top` analytically fastest candidates that the compiler says
-    fits: {"chosen": Candidate or None, "estimate", "record", "tried": [...]}.
+    """The analytically fastest candidate the compiler says fits, in at most `compile_top`
+    compiles: {"chosen": Candidate or None, "estimate", "record", "tried": [...], "ranked",
+    "correction"}.
 
     compile_fn(candidate) compiles the train step with those overrides and returns its record
-    (with "fits"); it may raise ValueError for a layout the step rejects (tried, skipped).
+    (with "fits"); it may raise ValueError for a layout the step rejects (tried, skipped). After
+    each compile, that policy's estimates are scaled by measured / estimated (never below 1 once
+    the model was found low) and the remaining candidates re-ranked.
     """
-    ranked = candidates(topology, shape, policies, max_batch_per_chip, heads)
-    tried = []
-    for cand, est in ranked[:compile_top]:
+    correction: dict[str, float] = {}
+    tried, done = [], set()
+    ranked_first = None
+    for _ in range(compile_top):
+        ranked = [
+            ce
+            for ce in candidates(topology, shape, policies, max_batch_per_chip, heads, correction)
+            if ce[0] not in done
+        ]
+        ranked_first = len(ranked) if ranked_first is None else ranked_first
+        if not ranked:
+            break
+        cand, est = ranked[0]
+        done.add(cand)
         try:
             record = compile_fn(cand)
         except ValueError as error:
             tried.append(dict(candidate=dataclasses.asdict(cand), error=str(error)))
             continue
+        measured = measured_bytes(record)
         tried.append(
             dict(
                 candidate=dataclasses.asdict(cand),
                 fits=record["fits"],
                 estimated_memory_bytes=est["memory"],  # against the compiler's, below
+                measured_bytes=measured,
                 **{k: record[k] for k in ("bytes_per_chip", "error") if k in record},
             )
         )
         if record["fits"]:
-            return dict(chosen=cand, estimate=est, record=record, tried=tried, ranked=len(ranked))
-    return dict(chosen=None, estimate=None, record=None, tried=tried, ranked=len(ranked))
+            return dict(
+                chosen=cand,
+                estimate=est,
+                record=record,
+                tried=tried,
+                ranked=ranked_first,
+                correction=correction,
+            )
+        if measured:
+            raw = est["memory"] / correction.get(cand.remat_policy, 1.0)
+            correction[cand.remat_policy] = max(
+                correction.get(cand.remat_policy, 1.0), measured / raw
+            )
+    return dict(
+        chosen=None,
+        estimate=None,
+        record=None,
+        tried=tried,
+        ranked=ranked_first or 0,
+        correction=correction,
+    )

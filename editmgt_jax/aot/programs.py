@@ -263,12 +263,48 @@ def train_program(config, devices) -> Program:
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
         remat_policy=cfg.remat_policy,
+        attention_impl=cfg.attention_impl,
         scan_layers=cfg.scan_layers,
         lora_rank=int(config.lora.rank),
         fsdp=int(mesh.shape["fsdp"]),
         transformer=_transformer_shape(cfg),
     )
     return Program("train", step, args, mesh, info)
+
+
+def train_state_totals(config, devices) -> dict[str, int]:
+    """Bytes of the whole train state, every copy (weights, optimizer moments of the config's
+    kind, EMA or none, the accumulation buffer, frozen text encoders), and the trained parameter
+    count: what the layout only divides. Built abstractly on an all-fsdp mesh (no compile)."""
+    trial = config.copy_and_resolve_references()
+    with trial.unlocked():
+        trial.mesh.ici_parallelism = (1, len(devices), 1)
+        trial.mesh.dcn_parallelism = (1, 1, 1)
+        trial.train.batch_size = len(devices)
+    program = train_program(trial, devices)
+    return dict(
+        state_bytes=tree_bytes(program.args[0]), trained_params=program.info["trained_params"]
+    )
+
+
+def plan_shape(config, devices) -> dict[str, Any]:
+    """The train step's sizes the planner's analytic model reads (`editmgt_jax.aot.plan.estimate`)."""
+    from editmgt_jax.models.transformer_stats import count_params
+
+    cfg = transformer_config(config)
+    text_len, states_dim, pooled_dim = text_shapes(config)
+    grid = int(config.image_size) // tokenizer_config(config).stride
+    return dict(
+        params=count_params(cfg),
+        inner_dim=cfg.inner_dim,
+        heads=cfg.num_attention_heads,
+        num_blocks=cfg.num_blocks,
+        positions=2 * (grid // cfg.token_stride) ** 2 + text_len,
+        act_bytes=2 if cfg.dtype == "bfloat16" else 4,
+        batch_bytes=4 * (2 * grid * grid + text_len * states_dim + pooled_dim + 5),
+        fused_attention=cfg.attention_impl in ("splash", "cudnn"),
+        **train_state_totals(config, devices),
+    )
 
 
 def _transformer_shape(cfg: TransformerConfig) -> dict:

@@ -35,6 +35,7 @@ _CALLED = re.compile(
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _FRAME = re.compile(r"stack_frame_id=(\d+)")
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 
 
 def memory_bytes(compiled) -> dict[str, int]:
@@ -100,7 +101,7 @@ def _computations(hlo: str) -> tuple[dict[str, list[str]], str | None]:
             comps[current] = []
             if head.group(1):
                 entry = current
-        elif line.startswith("}"):
+        elif line.rstrip() == "}":  # not "}}, metadata=...": a Pallas kernel's multi-line config
             current = None
         elif current is not None:
             comps[current].append(line)
@@ -173,7 +174,10 @@ def collectives(
     sources: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     static_seen: set[tuple[str, str]] = set()
 
-    def visit(comp: str, times: int, depth: int) -> None:
+    def visit(comp: str, times: int, depth: int, scope: set) -> None:
+        """`scope`: channel ids already counted in this execution context (the entry or one
+        loop body): the TPU compiler keeps one collective in several fused computations (an
+        async collective fusion and the fusion it came from share its channel_id)."""
         if depth > 64 or comp not in comps:
             return
         for line in comps[comp]:
@@ -183,12 +187,17 @@ def collectives(
             name, type_text, op, rest = parts
             kind, carries = _kind(op, rest)
             if kind and carries:
+                channel = _CHANNEL.search(rest)
+                ident = ("channel", channel[1]) if channel else (comp, name)
+                if ident in scope:
+                    continue
+                scope.add(ident)
                 nbytes = type_bytes(type_text)
                 if kind == "reduce-scatter":  # its input is what moves
                     operands = rest[rest.index("(") :]
                     nbytes = max(nbytes, _operand_bytes(operands, comps[comp]))
-                if (comp, name) not in static_seen:
-                    static_seen.add((comp, name))
+                if ident not in static_seen:
+                    static_seen.add(ident)
                     out[kind]["count"] += 1
                 out[kind]["executed"] += times
                 out[kind]["bytes"] += times * nbytes
@@ -201,19 +210,47 @@ def collectives(
             trip = 1
             if op == "while":
                 found = _TRIP.search(rest)
-                trip = int(found[1]) if found else unknown_trip_count
+                condition = re.search(r"condition=%([\w.\-]+)", rest)
+                trip = (
+                    int(found[1])
+                    if found
+                    else _condition_trip_count(comps.get(condition[1], []) if condition else [])
+                    or unknown_trip_count
+                )
             for field, called in _CALLED.findall(rest):
-                visit(called, times * (trip if field == "body" else 1), depth + 1)
+                inner = set() if field == "body" else scope  # a loop body: its own context
+                visit(called, times * (trip if field == "body" else 1), depth + 1, inner)
             for group in _BRANCHES.findall(rest):
                 for called in re.findall(r"%([\w.\-]+)", group):
-                    visit(called, times, depth + 1)
+                    visit(called, times, depth + 1, scope)
 
     if entry:
-        visit(entry, 1, 0)
+        visit(entry, 1, 0, set())
     if with_sources:
         for kind in KINDS:
             out[kind]["sources"] = dict(sources[kind].most_common())
     return out
+
+
+def _condition_trip_count(lines: list[str]) -> int | None:
+    """N of a loop condition `counter < N` with N an integer constant (TPU HLO states no
+    known_trip_count: scans and windowed matmuls count from 0 to N), or None."""
+    constants = {}
+    for line in lines:
+        found = re.match(r"\s*%([\w.\-]+) = [su](?:8|16|32|64)\[\]\S* constant\((\d+)\)", line)
+        if found:
+            constants[found[1]] = int(found[2])
+    for line in lines:
+        if line.lstrip().startswith("ROOT") and "compare(" in line and "direction=LT" in line:
+            operands = re.findall(r"%([\w.\-]+)", line.split("compare(", 1)[1].split(")", 1)[0])
+            if len(operands) == 2 and operands[1] in constants:
+                return constants[operands[1]]
+    return None
+
+
+def pallas_kernels(hlo: str) -> int:
+    """How many Pallas (Mosaic) kernel calls a compiled TPU program holds (splash attention)."""
+    return len(re.findall(r'custom_call_target="tpu_custom_call"', hlo))
 
 
 def _operand_bytes(operands: str, lines: list[str]) -> int:

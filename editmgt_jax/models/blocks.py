@@ -44,7 +44,7 @@ class BlockConditioning:
 
     temb / source_temb: [B, d] conditioning embeddings (source: its own, from timestep 0).
     rope_image / rope_source: (cos, sin) tables [N, head_dim].
-    log_strength: scalar log(reference_strength).
+    log_strength: scalar log(reference_strength), or None when s is statically 1 (no bias).
     text_weights: [B, T] weights of text positions for reduced captures, or None (uniform).
     """
 
@@ -52,7 +52,7 @@ class BlockConditioning:
     source_temb: Array | None
     rope_image: tuple[Array, Array]
     rope_source: tuple[Array, Array] | None
-    log_strength: Array
+    log_strength: Array | None
     text_weights: Array | None
 
 

@@ -257,7 +257,7 @@ class Transformer(nn.Module):
             source_temb=source_temb,
             rope_image=rope,
             rope_source=rope if source is not None else None,
-            log_strength=jnp.log(jnp.asarray(reference_strength, jnp.float32)),
+            log_strength=_log_strength(reference_strength),
             text_weights=capture_text_weights,
         )
         text = nn.with_logical_constraint(
@@ -298,6 +298,13 @@ class Transformer(nn.Module):
         if capture_reduce:
             return logits, jnp.mean(jnp.stack([captures[i] for i in capture_blocks]), axis=0)
         return logits, captures
+
+
+def _log_strength(reference_strength: float | Array) -> Array | None:
+    """log(s) for the source bias; None when s is statically 1 (no bias to add: training)."""
+    if isinstance(reference_strength, (int, float)) and reference_strength == 1:
+        return None
+    return jnp.log(jnp.asarray(reference_strength, jnp.float32))
 
 
 def example_inputs(

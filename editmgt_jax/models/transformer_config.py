@@ -12,7 +12,7 @@ from editmgt_jax.nn.attention import DEFAULT_QUERY_CHUNK
 CONNECTOR_TYPES = ("none", "linear")
 TIMESTEP_CONVENTIONS = ("official", "mask_ratio")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+ATTENTION_IMPLS = ("xla", "cudnn", "auto", "splash", "splash_interpret")
 MICRO_COND_CHANNELS = 256  # per micro-conditioning scalar (width, height, crop top/left, aesthetic)
 NUM_MICRO_CONDS = 5
 TIMESTEP_CHANNELS = 256
@@ -60,7 +60,9 @@ class TransformerConfig:
     precision: str = "default"
     scan_layers: bool = False
     remat_policy: str = "none"
-    attention_impl: str = "xla"  # xla | cudnn (GPU flash attention) | auto
+    # xla | cudnn (GPU flash attention) | auto | splash (TPU Pallas kernel; splash_interpret: the
+    # same kernel in the Pallas interpreter, CPU tests only)
+    attention_impl: str = "xla"
     attention_chunk: int = DEFAULT_QUERY_CHUNK  # query rows per block of logits (xla); 0: one
 
     def __post_init__(self):

@@ -23,9 +23,12 @@ from editmgt_jax.common_types import (
 from editmgt_jax.nn.linear import dense
 from editmgt_jax.nn.normalization import RMSNorm
 from editmgt_jax.nn.rope import apply_rope
+from editmgt_jax.nn.splash import splash_attention
 
 Rope = tuple[Array, Array]  # (cos, sin), each [length, head_dim]
+# jax.nn.dot_product_attention implementations; "splash" / "splash_interpret" go to nn.splash.
 ATTENTION_IMPLS = {"xla": "xla", "cudnn": "cudnn", "auto": None}
+SPLASH_IMPLS = ("splash", "splash_interpret")
 DEFAULT_QUERY_CHUNK = 256  # rows; TransformerConfig.attention_chunk, see BENCHMARKS.md
 
 
@@ -140,7 +143,9 @@ class JointAttention(nn.Module):
     dtype: DType = jnp.float32
     param_dtype: DType = jnp.float32
     precision: object = None
-    impl: str = "xla"  # xla: chunked einsum attention | cudnn | auto: jax.nn.dot_product_attention
+    # xla: chunked einsum attention | cudnn | auto: jax.nn.dot_product_attention | splash: the TPU
+    # Pallas kernel (splash_interpret: the same kernel in the Pallas interpreter, for CPU tests)
+    impl: str = "xla"
     chunk: int = DEFAULT_QUERY_CHUNK  # query rows per block of logits (xla impl)
 
     def _heads(self, x: Array) -> Array:
@@ -157,7 +162,7 @@ class JointAttention(nn.Module):
         text_len: int = 0,
         source: Array | None = None,
         rope_source: Rope | None = None,
-        log_strength: Array | float = 0.0,
+        log_strength: Array | float | None = 0.0,
         capture: bool = False,
     ):
         """Runs the attention.
@@ -169,7 +174,8 @@ class JointAttention(nn.Module):
           text_len: T (single-stream only; the length of the text prefix of `image`).
           source: [B, Ns, d] normalized source stream, or None.
           rope_source: tables for the source positions.
-          log_strength: log(reference_strength), the bias between source and the rest.
+          log_strength: log(reference_strength), the bias between source and the rest; None when
+            it is statically 0 (s = 1), which spares the bias.
           capture: also return the text->image attention [B, heads, T, N].
         Returns:
           (image_out, text_out, source_out, captured); text_out is None for single-stream.
@@ -214,11 +220,21 @@ class JointAttention(nn.Module):
             sq, sk = apply_rope(sq, *rope_source), apply_rope(sk, *rope_source)
             q, k, v = (jnp.concatenate(pair, axis=1) for pair in ((q, sq), (k, sk), (v, sv)))
             num_source = source.shape[1]
-        bias = reference_bias(q.shape[1], num_source, log_strength) if num_source else None
+        biased = num_source and log_strength is not None
+        bias = reference_bias(q.shape[1], num_source, log_strength) if biased else None
         captured = None
         if capture:
             captured = text_queries_attention(q, k, text_len, main_len - text_len, self.precision)
-        if self.impl == "xla":
+        if self.impl in SPLASH_IMPLS:
+            out = splash_attention(
+                q,
+                k,
+                v,
+                num_source,
+                log_strength if biased else None,
+                interpret=self.impl == "splash_interpret",
+            )
+        elif self.impl == "xla":
             out = chunked_attention(q, k, v, bias, self.chunk, precision=self.precision)
         else:
             # A fused kernel (cuDNN flash attention on GPU): same math.

@@ -57,6 +57,20 @@ def main():
         out4 = jax.jit(apply)(sharded_params, inputs4_sharded)
     batch_err = float(np.abs(ref4 - np.asarray(out4[0])).max())
 
+    # The splash kernel (Pallas interpreter) runs per shard in shard_map: batch over data x fsdp,
+    # heads over tensor; the same logits as the single-device einsum attention.
+    splash = Transformer(cfg.replace(attention_impl="splash_interpret"))
+    splash_apply = lambda p, x: splash.apply(
+        {"params": p}, **x, reference_strength=1.1, capture_blocks=(3,)
+    )
+    with sharding.activation_sharding(mesh):
+        lowered = jax.jit(splash_apply).lower(sharded_params, inputs4_sharded)
+        splash4 = lowered.compile()(sharded_params, inputs4_sharded)
+    splash_err = float(np.abs(ref4 - np.asarray(splash4[0])).max())
+    splash_in_shard_map = "shard_map" in lowered.as_text() or "sdy.manual_computation" in (
+        lowered.as_text()
+    )
+
     # Params created directly sharded: every kernel (>= 16 KiB here) is split. (An rbg key: XLA
     # compiles the initializers several times faster than with threefry.)
     created = sharding.init_sharded(model, jax.random.key(0, impl="rbg"), inputs, mesh)
@@ -94,6 +108,8 @@ def main():
                 logits_err=logits_err,
                 capture_err=capture_err,
                 batch_err=batch_err,
+                splash_err=splash_err,
+                splash_in_shard_map=splash_in_shard_map,
                 num_split=len(split),
                 num_params=len(jax.tree.leaves(params)),
                 replicated_large=replicated,
