@@ -14,6 +14,14 @@ JPEG sources, every other target a PNG, ~1-3 MB an image) in files of several ro
 `launch.prepare_data`'s Beam pipeline (`data_pipelines.beam_convert`) on the local runner with
 `workers` worker processes; rows/s and input MB/s, in all and per worker, for the whole run
 (worker start-up included, as a job pays it; `startup_s` is an empty pipeline's).
+
+Random access (`--benchmark=random_access`): what a global shuffle costs when the loader reads
+CrispEdit's parquet directly, against the converted ArrayRecord shards. The same rows
+(`--convert_*` flags) are read one at a time in a random order: from parquet, each row needs its
+row group (`read_row_group`, the smallest unit parquet decodes); from the shards, one record
+(grain's `ArrayRecordDataSource`). Rows/s and bytes read per row for both; and parquet read a
+row group at a time in a random group order, the best a streaming reader can do (a shuffle only
+within groups and its buffer).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ flags.DEFINE_float("seconds", 10.0, "Timed seconds per configuration.")
 flags.DEFINE_integer("records", 24, "Distinct records per resolution (repeated).")
 flags.DEFINE_integer("batch_size", 4, "Batch size.")
 flags.DEFINE_integer("seed", 0, "Image seed.")
-flags.DEFINE_enum("benchmark", "loader", ["loader", "convert"], "What to measure.")
+flags.DEFINE_enum("benchmark", "loader", ["loader", "convert", "random_access"], "What to measure.")
 flags.DEFINE_integer("convert_rows", 40, "convert: parquet rows (edit pairs).")
 flags.DEFINE_integer("convert_px", 1024, "convert: image short side in pixels.")
 flags.DEFINE_integer("convert_files", 2, "convert: parquet files (rows split evenly).")
@@ -198,8 +206,110 @@ def measure_convert(root: str, input_bytes: int, rows: int, workers: int, scratc
     }
 
 
+def measure_random_access(root: str, shards: str, rows: int) -> list[dict]:
+    """Random single-row reads from the parquet files vs the ArrayRecord shards (same rows)."""
+    import glob
+
+    import grain
+    import pyarrow.parquet as pq
+
+    from data_pipelines.array_record_io import list_shards
+
+    files = sorted(glob.glob(os.path.join(root, "data", "*.parquet")))
+    index = []  # (file, row group, row in group) of every row
+    group_bytes = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            index += [(path, g, r) for r in range(group.num_rows)]
+            group_bytes += [group.total_byte_size] * group.num_rows
+    order = np.random.default_rng(FLAGS.seed).permutation(len(index))
+    machine = dict(
+        machine=f"{platform.machine()} {platform.processor() or platform.system()}",
+        cpus=os.cpu_count(),
+        load_average_1min=round(os.getloadavg()[0], 2),
+    )
+    out = []
+
+    start, nbytes = time.perf_counter(), 0
+    for i in order:
+        path, g, r = index[i]
+        table = pq.ParquetFile(path).read_row_group(g)
+        row = table.slice(r, 1).to_pylist()[0]
+        nbytes += group_bytes[i]
+        assert row["input_img"]["bytes"]
+    elapsed = time.perf_counter() - start
+    out.append(
+        dict(
+            benchmark="random_access",
+            reader="parquet_row_group_per_row",
+            rows=len(order),
+            rows_per_s=round(len(order) / elapsed, 2),
+            mb_read_per_row=round(nbytes / len(order) / 1e6, 2),
+            **machine,
+        )
+    )
+
+    start, nbytes = time.perf_counter(), 0
+    groups = sorted({(p, g) for p, g, _ in index})
+    for k in np.random.default_rng(FLAGS.seed).permutation(len(groups)):
+        path, g = groups[k]
+        for row in pq.ParquetFile(path).read_row_group(g).to_pylist():
+            nbytes += len(row["input_img"]["bytes"]) + len(row["output_img"]["bytes"])
+    elapsed = time.perf_counter() - start
+    out.append(
+        dict(
+            benchmark="random_access",
+            reader="parquet_row_group_order_only",
+            rows=len(index),
+            rows_per_s=round(len(index) / elapsed, 2),
+            mb_read_per_row=round(nbytes / len(index) / 1e6, 2),
+            **machine,
+        )
+    )
+
+    source = grain.sources.ArrayRecordDataSource(list_shards(shards))
+    if len(source) != rows:
+        raise RuntimeError(f"{len(source)} records in the shards, {rows} rows in the parquet")
+    order = np.random.default_rng(FLAGS.seed).permutation(len(source))
+    start, nbytes = time.perf_counter(), 0
+    for i in order:
+        nbytes += len(source[int(i)])
+    elapsed = time.perf_counter() - start
+    out.append(
+        dict(
+            benchmark="random_access",
+            reader="array_record_record_per_row",
+            rows=len(order),
+            rows_per_s=round(len(order) / elapsed, 2),
+            mb_read_per_row=round(nbytes / len(order) / 1e6, 2),
+            **machine,
+        )
+    )
+    return out
+
+
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.benchmark == "random_access":
+        from data_pipelines import beam_convert
+
+        scratch = tempfile.mkdtemp(prefix="bench_random_access_")
+        try:
+            root = os.path.join(scratch, "crispedit")
+            rows = FLAGS.convert_rows
+            args = (rows, FLAGS.convert_px, FLAGS.convert_files, FLAGS.convert_row_group)
+            make_crispedit_like(root, *args, FLAGS.seed)
+            shards = os.path.join(scratch, "shards")
+            beam_convert.convert(
+                root, shards, FLAGS.convert_shards, beam_convert.pipeline_options("", workers=1)
+            )
+            for result in measure_random_access(root, shards, rows):
+                print(json.dumps(result), flush=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     if FLAGS.benchmark == "convert":
         scratch = tempfile.mkdtemp(prefix="bench_convert_")
         try:

@@ -13,10 +13,12 @@ from `W/jobs.jsonl` (source, target, mask file names, category) and the edited i
   at most half the source's: |edited - target|_1 <= 0.5 |source - target|_1 over the masked pixels
   (the edit moved the region at least halfway from the source toward the target);
 - PSNR outside: 10 log10(255^2 / MSE(source, edited)) over the pixels outside the mask (a
-  whole-image style edit has none; identical pixels count as 100 dB).
+  whole-image style edit has none; identical pixels count as 100 dB);
+- clean: |edited - target|_1 <= 0.25 |source - target|_1 inside the mask (three quarters of the
+  way) and PSNR outside >= 30 dB for that edit (an edit with no pixels outside: inside only).
 
 A missing or unreadable edit counts as a failure. Prints one JSON object: per category and overall
-success rate, mean PSNR outside, counts.
+success (lenient) and clean rates, mean PSNR outside, counts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 PSNR_IDENTICAL = 100.0
+CLEAN_FRACTION = 0.25  # of the source's L1 to the target, inside the mask
+CLEAN_PSNR = 30.0  # dB outside the mask
 
 
 def _load(path: str, mode: str) -> np.ndarray:
@@ -38,17 +42,19 @@ def _load(path: str, mode: str) -> np.ndarray:
         return np.asarray(image.convert(mode), np.float64)
 
 
-def score_one(source, target, edited, mask) -> tuple[bool, float | None]:
-    """(success, PSNR outside or None) of one edit; images [H, W, 3] 0-255, mask bool [H, W]."""
+def score_one(source, target, edited, mask) -> tuple[bool, bool, float | None]:
+    """(success, clean, PSNR outside or None) of one edit; images [H, W, 3] 0-255, mask bool
+    [H, W]."""
     before = np.abs(source - target)[mask].sum()
     after = np.abs(edited - target)[mask].sum()
     success = bool(before > 0 and after <= 0.5 * before)
+    inside_clean = bool(before > 0 and after <= CLEAN_FRACTION * before)
     outside = ~mask
     if not outside.any():
-        return success, None
+        return success, inside_clean, None
     mse = float(np.square(source - edited)[outside].mean())
     psnr = PSNR_IDENTICAL if mse == 0 else min(PSNR_IDENTICAL, 10 * math.log10(255.0**2 / mse))
-    return success, psnr
+    return success, inside_clean and psnr >= CLEAN_PSNR, psnr
 
 
 def score_folder(world: str, edits: str) -> dict:
@@ -65,33 +71,33 @@ def score_folder(world: str, edits: str) -> dict:
         source = _load(os.path.join(world, row["source"]), "RGB")
         target = _load(os.path.join(world, row["target"]), "RGB")
         mask = _load(os.path.join(world, row["mask"]), "L") > 0
-        bucket = per.setdefault(row["category"], {"success": [], "psnr": []})
+        bucket = per.setdefault(row["category"], {"success": [], "clean": [], "psnr": []})
         try:
             edited = _load(os.path.join(edits, out), "RGB")
         except (OSError, ValueError):
+            edited = None
+        if edited is None or edited.shape != source.shape:
             missing.append(out)
             bucket["success"].append(False)
+            bucket["clean"].append(False)
             continue
-        if edited.shape != source.shape:
-            missing.append(out)
-            bucket["success"].append(False)
-            continue
-        success, psnr = score_one(source, target, edited, mask)
+        success, clean, psnr = score_one(source, target, edited, mask)
         bucket["success"].append(success)
+        bucket["clean"].append(clean)
         if psnr is not None:
             bucket["psnr"].append(psnr)
 
-    def block(successes, psnrs):
+    def block(successes, cleans, psnrs):
         return dict(
             success=float(np.mean(successes)) if successes else None,
+            clean=float(np.mean(cleans)) if cleans else None,
             psnr_outside=float(np.mean(psnrs)) if psnrs else None,
             count=len(successes),
         )
 
-    categories = {c: block(b["success"], b["psnr"]) for c, b in sorted(per.items())}
+    categories = {c: block(b["success"], b["clean"], b["psnr"]) for c, b in sorted(per.items())}
     overall = block(
-        [s for b in per.values() for s in b["success"]],
-        [p for b in per.values() for p in b["psnr"]],
+        *([x for b in per.values() for x in b[k]] for k in ("success", "clean", "psnr"))
     )
     return dict(overall=overall, categories=categories, missing=missing)
 

@@ -9,7 +9,9 @@ examples themselves instead), edits each twice (region-hold at the bundle's lamb
 off), and writes to `--out`:
   - `eval.json`: settings, `overall` and `per_category` means of
       success             share of edits whose masked pixels moved at least halfway from the source
-                          toward the target (L1 inside the ground-truth mask),
+                          toward the target (L1 inside the ground-truth mask): lenient,
+      clean               share of clean edits: at least three quarters of the way (progress
+                          >= 0.75) and PSNR outside the mask >= 30 dB,
       progress            1 - L1(edit, target) / L1(source, target) inside the mask,
       psnr_outside, ssim_outside, lpips_outside
                           against the source, outside the mask (PSNR capped at 100 dB;
@@ -29,6 +31,7 @@ off), and writes to `--out`:
       vq_ceiling_paste_back
                           the same with the source's pixels kept on every cell whose target id
                           equals the source's (what paste-back does: the shipped pipeline),
+      vq_ceiling_clean    the same round trip with paste-back, judged clean,
     and `records.jsonl` (one line per edit);
   - `figure.png`: source | target | edited | attention | held rows for the first edits of each
     category.
@@ -129,7 +132,7 @@ def evaluate(
     """Runs the evaluation and writes eval.json, records.jsonl and figure.png; returns eval.json."""
     from editmgt_jax.editing import images as imio
     from editmgt_jax.editor import Editor
-    from editmgt_jax.evaluation import edit_eval
+    from editmgt_jax.evaluation import edit_eval, metrics
     from editmgt_jax.evaluation.figure import edit_grid
 
     editor = Editor.from_bundle(checkpoint)
@@ -170,9 +173,19 @@ def evaluate(
     pasted = edit_eval.vq_ceiling(
         examples, editor.reconstruct, tokenize=editor.tokenize, batch_size=batch_size
     )
-    for record, value, value_pasted in zip(records, ceiling, pasted, strict=True):
+    clean_ceiling = edit_eval.vq_ceiling(
+        examples,
+        editor.reconstruct,
+        tokenize=editor.tokenize,
+        batch_size=batch_size,
+        judge=metrics.edit_clean,
+    )
+    for record, value, value_pasted, value_clean in zip(
+        records, ceiling, pasted, clean_ceiling, strict=True
+    ):
         record["vq_ceiling"] = value
         record["vq_ceiling_paste_back"] = value_pasted
+        record["vq_ceiling_clean"] = value_clean
 
     summary = edit_eval.summarize(records)
     result = dict(

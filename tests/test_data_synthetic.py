@@ -152,16 +152,19 @@ def test_the_independent_scorer_on_a_tiny_world(png_world, tmp_path, capsys):
 
     local = [c for c in CATEGORIES if c != "style"]  # style's mask is the whole image
     targets = score(lambda i, s, t, m: t)
-    assert targets["overall"] == dict(success=1.0, psnr_outside=100.0, count=7)
+    assert targets["overall"] == dict(success=1.0, clean=1.0, psnr_outside=100.0, count=7)
     assert targets["missing"] == [] and sorted(targets["categories"]) == sorted(CATEGORIES)
     assert targets["categories"]["style"]["psnr_outside"] is None
     sources = score(lambda i, s, t, m: s)
     assert sources["overall"]["success"] == 0.0 and sources["overall"]["psnr_outside"] == 100.0
     assert all(sources["categories"][c]["success"] == 0.0 for c in local)
-    # Success: at most half the source's distance to the target left inside the mask.
-    for fraction, success in ((0.6, 1.0), (0.4, 0.0)):
+    assert sources["overall"]["clean"] == 0.0
+    # Success: at most half the source's distance to the target left inside the mask; clean:
+    # at most a quarter (and outside kept).
+    for fraction, success, clean in ((0.8, 1.0, 1.0), (0.7, 1.0, 0.0), (0.4, 0.0, 0.0)):
         partway = score(lambda i, s, t, m, f=fraction: np.rint(s + f * (t - s)))
         assert partway["overall"]["success"] == success, fraction
+        assert partway["overall"]["clean"] == clean, fraction
 
     # The target with every pixel outside the mask 10 levels off in one channel:
     # MSE 100 / 3, PSNR 10 log10(255^2 * 3 / 100).
@@ -175,6 +178,18 @@ def test_the_independent_scorer_on_a_tiny_world(png_world, tmp_path, capsys):
     for c in local:
         assert shifted["categories"][c]["psnr_outside"] == pytest.approx(expected, abs=1e-6), c
         assert shifted["categories"][c]["success"] == 1.0
+        assert shifted["categories"][c]["clean"] == 1.0  # 32.9 dB outside: still clean
+
+    # 40 levels off outside (PSNR 20.9 dB): the region is right but the edit is not clean.
+    def far_outside(i, s, t, m):
+        edited = t.copy()
+        edited[..., 0] += np.where(~m, np.where(t[..., 0] <= 215, 40, -40), 0)
+        return edited
+
+    far = score(far_outside)
+    for c in local:
+        assert far["categories"][c]["success"] == 1.0 and far["categories"][c]["clean"] == 0.0, c
+    assert far["categories"]["style"]["clean"] == 1.0  # nothing outside: judged inside only
     # A missing edit is a failure and is listed.
     first = rows[0]["category"]
     gone = score(lambda i, s, t, m: None if i == 0 else t)
@@ -184,7 +199,8 @@ def test_the_independent_scorer_on_a_tiny_world(png_world, tmp_path, capsys):
     from benchmarks.score_synthetic_edits import score_one
 
     source = read(rows[0]["source"])
-    assert score_one(source, source, source, read(rows[0]["mask"], "L") > 0) == (False, 100.0)
+    nothing = score_one(source, source, source, read(rows[0]["mask"], "L") > 0)
+    assert nothing == (False, False, 100.0)
 
 
 def test_target_is_a_function_of_source_and_instruction():

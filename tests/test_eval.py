@@ -40,6 +40,16 @@ def test_edit_progress_and_success():
     assert not metrics.edit_success(source, target, edited, mask)
     edited[:2] = 60.0
     assert metrics.edit_success(source, target, edited, mask)
+    assert not metrics.edit_clean(source, target, edited, mask)  # 0.6 of the way: lenient only
+    edited[:2] = 80.0
+    assert not metrics.edit_clean(source, target, edited, mask)  # inside is right, outside off
+    edited[2:] = 2.0  # PSNR outside 42 dB
+    assert metrics.edit_clean(source, target, edited, mask)
+    edited[:2] = 70.0
+    assert not metrics.edit_clean(source, target, edited, mask)
+    # A whole-image edit (nothing outside) is judged inside only.
+    whole = np.ones((4, 4), bool)
+    assert metrics.edit_clean(source, target, np.full((4, 4, 3), 80.0), whole)
 
 
 def test_outside_metrics_ignore_the_masked_pixels():
@@ -118,6 +128,9 @@ def test_launch_eval_on_a_random_bundle(smoke_bundle, tmp_path):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 7
     assert all(r["vq_ceiling"] in (0.0, 1.0) for r in records)
+    assert all(r["clean"] <= r["success"] for r in records)  # clean is the stricter test
+    assert all(r["vq_ceiling_clean"] <= r["vq_ceiling_paste_back"] for r in records)
+    assert "clean" in result["overall"] and "vq_ceiling_clean" in result["per_category"]["add"]
     for key in ("target_tokens_changed", "target_tokens_unchanged"):
         values = [r[key] for r in records if r[key] is not None and not np.isnan(r[key])]
         assert values and all(0.0 <= v <= 1.0 for v in values), key

@@ -20,6 +20,7 @@ from editmgt_jax.evaluation import metrics
 # are left out of the means and counted in `<name>_count`).
 MEAN_KEYS = (
     "success",
+    "clean",
     "progress",
     "psnr_outside",
     "ssim_outside",
@@ -33,6 +34,7 @@ MEAN_KEYS = (
     "held_fraction",
     "vq_ceiling",
     "vq_ceiling_paste_back",
+    "vq_ceiling_clean",
 )
 
 
@@ -55,6 +57,7 @@ def score_edit(example: Any, held: Any, free: Any | None, hold_threshold: float)
         held_fraction=float(np.mean(held.hold_mask)),
     )
     record["success"] = float(record["progress"] >= 0.5)
+    record["clean"] = float(metrics.edit_clean(example.source, example.target, held.image, mask))
     if free is not None:
         record["changed_outside_no_hold"] = metrics.changed_outside(
             free.source_tokens, free.tokens, coverage
@@ -91,9 +94,14 @@ def paste_back_unchanged(
 
 
 def vq_ceiling(
-    examples: Sequence[Any], reconstruct: Any, tokenize: Any = None, batch_size: int = 64
+    examples: Sequence[Any],
+    reconstruct: Any,
+    tokenize: Any = None,
+    batch_size: int = 64,
+    judge: Any = metrics.edit_success,
 ) -> list[float]:
-    """Per example, 1.0 if the tokenizer's round trip of the *target* counts as a successful edit.
+    """Per example, 1.0 if the tokenizer's round trip of the *target* counts as a successful edit
+    (`judge(source, target, edited, mask)`: `metrics.edit_success`, or `metrics.edit_clean`).
 
     That is the success of a transformer that predicted every target token exactly, so the share
     over a split bounds the success any transformer can reach with this VQ. `reconstruct` maps
@@ -115,7 +123,7 @@ def vq_ceiling(
             ]
         for example, image in zip(chunk, rebuilt, strict=True):
             mask = np.asarray(example.mask) > 0
-            out.append(float(metrics.edit_success(example.source, example.target, image, mask)))
+            out.append(float(judge(example.source, example.target, image, mask)))
     return out
 
 

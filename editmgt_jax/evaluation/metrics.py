@@ -5,7 +5,9 @@ edit may change this pixel). Token maps are [h, w] on the VQ token grid, each ce
 H / h x W / w pixels.
 
 Example:
-    >>> import numpy as np
+    >>> import math
+
+import numpy as np
     >>> source = np.zeros((8, 8, 3)); target = source.copy(); target[:4] = 200
     >>> mask = np.zeros((8, 8), bool); mask[:4] = True
     >>> edited = source.copy(); edited[:4] = 150
@@ -16,6 +18,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -45,6 +49,21 @@ def edit_success(
 ) -> bool:
     """The edit region moved at least halfway from the source toward the target (by L1)."""
     return bool(edit_progress(source, target, edited, mask) >= 0.5)
+
+
+CLEAN_PROGRESS = 0.75  # the edit region ends at least three quarters of the way to the target
+CLEAN_PSNR_DB = 30.0  # ... and the rest of the image is kept at least this well
+
+
+def edit_clean(
+    source: np.ndarray, target: np.ndarray, edited: np.ndarray, mask: np.ndarray
+) -> bool:
+    """A clean edit: `edit_progress` >= 0.75 and PSNR outside the mask >= 30 dB (an edit with no
+    pixels outside, a whole-image style change, is judged inside only)."""
+    if not edit_progress(source, target, edited, mask) >= CLEAN_PROGRESS:
+        return False
+    psnr = psnr_outside(source, edited, mask)
+    return bool(math.isnan(psnr) or psnr >= CLEAN_PSNR_DB)
 
 
 def outside_mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
