@@ -236,6 +236,16 @@ def run_plan(config, topology, devices) -> dict:
         chosen=None if chosen is None else dict(chosen.__dict__),
         overrides=None if chosen is None else chosen.overrides(topology.devices),
         estimated_step_s=None if chosen is None else result["record"]["estimated_step_s"],
+        # By the model, scaled to the compiled pick's measured bytes: an estimate, not compiled.
+        largest_batch_per_chip_estimated=None
+        if chosen is None
+        else plan.largest_batch(
+            chosen,
+            shape,
+            topology,
+            plan.measured_bytes(result["record"])
+            / plan.estimate(chosen, shape, topology)["memory"],
+        ),
     )
     print(json.dumps(summary), flush=True)
     if chosen is None:

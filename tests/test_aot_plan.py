@@ -80,3 +80,14 @@ def test_a_refusal_for_memory_counts_as_more_than_the_chip():
     record = dict(fits=False, error="RESOURCE_EXHAUSTED: ...", hbm_bytes_per_device=100)
     assert plan.measured_bytes(record) > 100
     assert plan.measured_bytes(dict(fits=True, bytes_per_chip=dict(peak=5, code=2))) == 7
+
+
+def test_largest_batch_is_the_last_that_fits():
+    cand = plan.Candidate(1, 8, 1, "full", 1)
+    fused = dict(ONE_B, fused_attention=True)
+    largest = plan.largest_batch(cand, fused, V5E_8)
+    limit = 0.9 * V5E_8.hbm_bytes_per_device
+    at = lambda b: plan.estimate(plan.Candidate(1, 8, 1, "full", b), fused, V5E_8)["memory"]
+    assert largest >= 1 and at(largest) <= limit < at(largest + 1)
+    # Measured bytes twice the model's: a smaller batch.
+    assert plan.largest_batch(cand, fused, V5E_8, correction=2.0) < largest

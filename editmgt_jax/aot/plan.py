@@ -148,6 +148,27 @@ def candidates(
     return out
 
 
+def largest_batch(
+    candidate: Candidate,
+    shape: dict[str, Any],
+    topology: Topology,
+    correction: float = 1.0,
+    max_batch_per_chip: int = 1024,
+) -> int:
+    """The largest per-chip batch (any integer, not only powers of two) for `candidate`'s mesh and
+    remat policy that fits 0.9 of a device's HBM by the (corrected) model; 0 if none."""
+    best = 0
+    for batch in range(1, max_batch_per_chip + 1):
+        trial = dataclasses.replace(candidate, batch_per_chip=batch)
+        if (
+            estimate(trial, shape, topology)["memory"] * correction
+            > 0.9 * topology.hbm_bytes_per_device
+        ):
+            break
+        best = batch
+    return best
+
+
 def measured_bytes(record: dict[str, Any]) -> float | None:
     """A compile record's bytes a device needs (peak + code), None when the compiler refused it
     without figures; a refusal for memory counts as at least the chip's HBM."""
