@@ -9,7 +9,9 @@ For every train-step record of `launch.aot` (and of its `--plan` compiles) in th
 layout it was compiled with (mesh, remat policy, per-chip batch, resolution, attention kernel),
 the planner's estimate for that layout (`editmgt_jax.aot.plan.estimate`, the shape rebuilt from
 `--config` at the record's resolution and attention kernel) and the compiler's peak + code bytes
-per device. Prints one JSON line per record and a summary line (ratios measured / estimated).
+per device, and the largest per-chip batch of that layout by the model scaled to the compile's
+bytes (an estimate). Prints one JSON line per record and a summary line (ratios measured /
+estimated).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def compare(config, records: list[dict]) -> list[dict]:
                 measured_gb=None if measured is None else round(measured / 1e9, 2),
                 refused=("bytes_per_chip" not in record),
                 ratio=None if measured is None else round(measured / estimated, 2),
+                # The model anchored on this compile: the largest per-chip batch of this layout.
+                largest_batch_per_chip_estimated=None
+                if measured is None
+                else plan.largest_batch(layout, shapes[key], topology, measured / estimated),
             )
         )
     return out

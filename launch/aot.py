@@ -8,8 +8,8 @@ report per-chip memory, collectives and a roofline time estimate.
     python -m launch.aot --config configs/editmgt_1b.py --topology v5e:4x4 --plan
 
 Jobs: `train` (launch.train's step), `edit` (the sampler loop at pipeline.resolution),
-`pipeline` (VQ encode/decode and the text encoder at the edit batch), `tokenize` (VQ encode and
-text encoder at the train batch), `all`. `--plan` searches mesh splits, remat policies and
+`pipeline` (VQ encode/decode and the text encoder at the edit batch), `tokenize` (VQ encode, as
+launch.tokenize_shards runs it, and the text encoder at the train batch), `all`. `--plan` searches mesh splits, remat policies and
 per-chip batches for the train step (editmgt_jax/aot/plan.py) and prints the overrides.
 
 Prints one JSON object per compiled program on stdout, a table on stderr. Exit status: 0 when
@@ -63,6 +63,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("job", "train", JOBS, "Which programs to compile.")
     flags.DEFINE_bool("plan", False, "Search mesh / remat / batch for the train step.")
     flags.DEFINE_integer("edit_batch", 1, "Edits per sampler call (job edit / pipeline).")
+    flags.DEFINE_integer(
+        "edit_steps", None, "Sampler steps (job edit); default: the config's pipeline.steps."
+    )
     flags.DEFINE_integer("plan_compile_top", 3, "--plan: compile at most this many candidates.")
     flags.DEFINE_integer("plan_max_batch", 64, "--plan: largest per-chip batch considered.")
     flags.DEFINE_string(
@@ -124,13 +127,15 @@ def program_record(program, compiled, compile_s: float, topology, job: str) -> d
     return record
 
 
-def compile_records(config, topology, devices, job: str, edit_batch: int) -> list[dict]:
+def compile_records(
+    config, topology, devices, job: str, edit_batch: int, edit_steps: int | None = None
+) -> list[dict]:
     from editmgt_jax.aot import programs
 
     jobs = programs.JOBS if job == "all" else (job,)
     records = []
     for name in jobs:
-        for program in programs.build(name, config, devices, edit_batch=edit_batch):
+        for program in programs.build(name, config, devices, edit_batch, edit_steps):
             record = compile_record(program, topology, name)
             print(json.dumps(record), flush=True)
             records.append(record)
@@ -290,7 +295,9 @@ def main(argv):
         run_plan(config, topology, devices)
         return
     try:
-        records = compile_records(config, topology, devices, FLAGS.job, FLAGS.edit_batch)
+        records = compile_records(
+            config, topology, devices, FLAGS.job, FLAGS.edit_batch, FLAGS.edit_steps
+        )
     except ValueError as error:  # e.g. a batch the mesh does not divide
         _fail(str(error), 2)
     print(table(records), file=sys.stderr)

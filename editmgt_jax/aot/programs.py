@@ -9,10 +9,12 @@ Every program is made by the functions the launch scripts run, never a copy:
 - `edit`: the sampler loop `editmgt_jax.sampling.decode._decode_jit` (what `decode` and the
   `Editor` run) with `transformer_fn.make_model_fn`, at `config.pipeline.resolution`, CFG on
   ([uncond; cond], 2B), region-hold on the pipeline's capture blocks.
-- `vq_encode` / `vq_decode`: the tokenizer's `encode_to_ids` / `decode_ids` (jobs `pipeline` at
-  the pipeline's resolution and edit batch, `tokenize` at `config.image_size` and the train batch).
+- `vq_encode` / `vq_decode`: the tokenizer's `encode_to_ids` / `decode_ids` (job `pipeline`, at
+  the pipeline's resolution and edit batch); job `tokenize`: `vq_encode` only (what
+  `launch.tokenize_shards` runs) at `config.image_size` and the train batch.
 - `text_minilm` / `text_clip` / `text_gemma2`: the text encoder's jitted forward
-  (`editmgt_jax.models.text.encoder`), when the config names one.
+  (`editmgt_jax.models.text.encoder`), when the config names one (job `pipeline` at the edit
+  batch; job `tokenize` at the train batch: the per-batch text encode of launch.train).
 
 Text-encoder shapes come from config fields: states [B, T, D] and pooled [B, P] with
 D = model.joint_attention_dim, P = model.pooled_projection_dim and T = text_encoder.max_length
@@ -101,6 +103,10 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
             out[name] = base[name]
     if "optim" not in out:
         out.optim = common.optim()
+    if "pipeline" in out and not out.pipeline and not out.get("init_from"):
+        # configs/editmgt_crispedit.py leaves it empty for the bundle's; with no bundle, the
+        # release's defaults now, so that --config.pipeline.x= overrides apply to them.
+        out.pipeline = _released_pipeline(out)
     if "pipeline" not in out:
         out.pipeline = base.pipeline
         out.pipeline.resolution = DEFAULT_EDIT_PX
@@ -108,6 +114,20 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         out.pipeline.capture_blocks = (blocks - 12,) if blocks > 12 else (blocks - 1,)
     out.lock()
     return out
+
+
+def _released_pipeline(config) -> ml_collections.ConfigDict:
+    """The released pipeline's defaults at `config.image_size`, for the config's transformer
+    (its depth: `folder.released_pipeline`), or as released while its fields are placeholders."""
+    from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE
+    from editmgt_jax.checkpoint.folder import released_pipeline
+
+    try:
+        pipeline = released_pipeline(TransformerConfig.from_dict(config.model))
+    except (TypeError, ValueError):  # placeholders (None): the released 42-block model
+        pipeline = dict(DEFAULT_PIPELINE)
+    pipeline["resolution"] = int(config.get("image_size", DEFAULT_EDIT_PX))
+    return ml_collections.ConfigDict(pipeline)
 
 
 def text_shapes(config) -> tuple[int, int, int]:
@@ -327,7 +347,7 @@ def _abstract_params(cfg: TransformerConfig, mesh, grid: int, text_len: int):
     return _shaped(nn.meta.unbox(boxed), shardings)
 
 
-def edit_program(config, devices, batch: int = 1) -> Program:
+def edit_program(config, devices, batch: int = 1, steps: int | None = None) -> Program:
     """The sampler loop (`decode`) for `batch` edits at `config.pipeline.resolution`, the
     pipeline's steps, CFG (the model runs on 2B) and region-hold on its capture blocks."""
     from editmgt_jax.sampling import transformer_fn
@@ -350,7 +370,7 @@ def edit_program(config, devices, batch: int = 1) -> Program:
         cfg, blocks if hold else (), float(pipe.reference_strength)
     )
     decode_config = decode_lib.DecodeConfig(  # as Editor.decode_config builds it
-        num_steps=int(pipe.steps),
+        num_steps=int(steps or pipe.steps),
         mask_token_id=cfg.mask_token_id,
         schedule=pipe.schedule,
         temperature=tuple(pipe.temperature),
@@ -381,7 +401,7 @@ def edit_program(config, devices, batch: int = 1) -> Program:
         model_batch=2 * batch,  # CFG: [uncond; cond]
         grid=grid,
         px=int(pipe.resolution),
-        steps=int(pipe.steps),
+        steps=int(steps or pipe.steps),
         text_len=text_len,
         capture_blocks=list(blocks) if hold else [],
         params=tree_count(params),
@@ -492,22 +512,25 @@ def text_programs(config, devices, batch: int) -> list[Program]:
     return []
 
 
-def build(job: str, config, devices, edit_batch: int = 1) -> list[Program]:
+def build(
+    job: str, config, devices, edit_batch: int = 1, edit_steps: int | None = None
+) -> list[Program]:
     """The programs of one job: train | edit | pipeline | tokenize (see the module docstring)."""
     if job == "train":
         return [train_program(config, devices)]
     if job == "edit":
-        return [edit_program(config, devices, edit_batch)]
+        return [edit_program(config, devices, edit_batch, edit_steps)]
     if job == "pipeline":
         px = int(config.pipeline.resolution)
         return vq_programs(config, devices, edit_batch, px) + text_programs(
             config, devices, edit_batch
         )
     if job == "tokenize":
+        # launch.tokenize_shards encodes images only (no decode); launch.train encodes the text
+        # of every batch beside its step.
         b = int(config.train.batch_size)
-        return vq_programs(config, devices, b, int(config.image_size)) + text_programs(
-            config, devices, b
-        )
+        vq = vq_programs(config, devices, b, int(config.image_size))
+        return [p for p in vq if p.name == "vq_encode"] + text_programs(config, devices, b)
     raise ValueError(f"job={job!r}; expected one of {', '.join(JOBS)} or all")
 
 
