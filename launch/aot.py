@@ -203,6 +203,13 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _plan_overrides(chosen, config, topology) -> list[str]:
+    """The pick's overrides, keeping the config's examples per optimizer update."""
+    accumulation = int(config.optim.get("accumulation_steps", 1))
+    update = int(config.train.batch_size) * accumulation
+    return chosen.overrides(topology.devices, update, accumulation)
+
+
 def run_plan(config, topology, devices) -> dict:
     """--plan: the planner's choice as a JSON record (and the overrides on stderr)."""
     from editmgt_jax.aot import plan, programs
@@ -239,7 +246,7 @@ def run_plan(config, topology, devices) -> dict:
         tried=result["tried"],
         correction=result["correction"],
         chosen=None if chosen is None else dict(chosen.__dict__),
-        overrides=None if chosen is None else chosen.overrides(topology.devices),
+        overrides=None if chosen is None else _plan_overrides(chosen, config, topology),
         estimated_step_s=None if chosen is None else result["record"]["estimated_step_s"],
         # By the model, scaled to the compiled pick's measured bytes: an estimate, not compiled.
         largest_batch_per_chip_estimated=None

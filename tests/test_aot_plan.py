@@ -49,8 +49,9 @@ def test_tensor_parallelism_does_not_split_the_residual_streams():
 
 
 def test_the_plan_corrects_its_model_from_each_compile():
-    """The first pick's compile needs 3x its estimate: the model scales that policy's estimates,
-    drops what no longer fits, and the next compile is a layout that fits by the corrected model."""
+    """The first pick's compile needs 3x its estimate: the model scales the estimates of that
+    policy and tensor split, drops what no longer fits, and the next compile is a layout that
+    fits by the corrected model."""
     estimates = {}
     compiled = []
 
@@ -58,7 +59,7 @@ def test_the_plan_corrects_its_model_from_each_compile():
         est = plan.estimate(cand, ONE_B, V5E_8)["memory"]
         estimates[cand] = est
         compiled.append(cand)
-        need = est * (3.0 if cand.remat_policy == compiled[0].remat_policy else 1.0)
+        need = est * (3.0 if plan.correction_key(cand) == plan.correction_key(compiled[0]) else 1.0)
         return dict(
             fits=need <= V5E_8.hbm_bytes_per_device,
             hbm_bytes_per_device=V5E_8.hbm_bytes_per_device,
@@ -67,18 +68,26 @@ def test_the_plan_corrects_its_model_from_each_compile():
 
     result = plan.plan(V5E_8, ONE_B, POLICIES, 8, compile_fn, max_batch_per_chip=16, compile_top=4)
     first = compiled[0]
-    assert result["correction"][first.remat_policy] == pytest.approx(3.0, rel=1e-6)
+    assert result["correction"][plan.correction_key(first)] == pytest.approx(3.0, rel=1e-6)
     assert result["chosen"] is not None and result["chosen"] != first
     assert result["tried"][0]["fits"] is False
     chosen = result["chosen"]
     # What was chosen fits by the corrected model too.
-    factor = result["correction"].get(chosen.remat_policy, 1.0)
+    factor = result["correction"].get(plan.correction_key(chosen), 1.0)
     assert estimates[chosen] * factor <= 0.9 * V5E_8.hbm_bytes_per_device
 
 
 def test_a_refusal_for_memory_counts_as_more_than_the_chip():
     record = dict(fits=False, error="RESOURCE_EXHAUSTED: ...", hbm_bytes_per_device=100)
     assert plan.measured_bytes(record) > 100
+    # The compiler's stated temporaries when it gives them (GiB).
+    stated = dict(
+        record,
+        error="RESOURCE_EXHAUSTED: the total memory required for HLO temporaries (21.92G) "
+        "exceeds available HBM (15.75G).",
+        hbm_bytes_per_device=16 * 2**30,
+    )
+    assert plan.measured_bytes(stated) == pytest.approx(21.92 * 2**30)
     assert plan.measured_bytes(dict(fits=True, bytes_per_chip=dict(peak=5, code=2))) == 7
 
 
@@ -91,3 +100,12 @@ def test_largest_batch_is_the_last_that_fits():
     assert largest >= 1 and at(largest) <= limit < at(largest + 1)
     # Measured bytes twice the model's: a smaller batch.
     assert plan.largest_batch(cand, fused, V5E_8, correction=2.0) < largest
+
+
+def test_overrides_keep_the_update_size():
+    pick = plan.Candidate(1, 2, 4, "none", 4)  # 8 examples a step
+    flags = pick.overrides(8, update_size=256, accumulation=8)
+    assert "--config.train.batch_size=8" in flags
+    assert "--config.optim.accumulation_steps=32" in flags
+    assert not any("accumulation" in f for f in pick.overrides(8, update_size=64, accumulation=8))
+    assert not any("accumulation" in f for f in pick.overrides(8, update_size=100, accumulation=1))

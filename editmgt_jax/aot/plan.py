@@ -13,8 +13,8 @@ to train a config with on a TPU topology.
    roofline of our FLOP count, weight gathers (fsdp) and gradient reductions (data).
 3. Compile the fastest candidates that fit by the model, fastest first, and keep the first that
    fits by the compiler (`memory_analysis` peak <= HBM). After each compile the model is
-   corrected: the compiler's bytes over the estimate, per remat policy, scale the estimates of
-   the candidates not yet tried, which are then filtered and ranked again.
+   corrected: the compiler's bytes over the estimate, per remat policy and tensor split, scale
+   the estimates of the candidates not yet tried, which are then filtered and ranked again.
 
 The answer is printed as `--config.mesh.ici_parallelism=...` / `--config.model.remat_policy=...` /
 `--config.train.batch_size=...` overrides.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -55,12 +56,20 @@ class Candidate:
     def mesh(self) -> tuple[int, int, int]:
         return (self.data, self.fsdp, self.tensor)
 
-    def overrides(self, devices: int) -> list[str]:
-        return [
+    def overrides(self, devices: int, update_size: int = 0, accumulation: int = 1) -> list[str]:
+        """The launch.train flags of this layout; with `update_size` (examples an optimizer
+        update sees: train.batch_size x optim.accumulation_steps) also the accumulation that
+        keeps it, where the new batch divides it."""
+        del devices
+        batch = self.batch_per_chip * self.data * self.fsdp
+        out = [
             f"--config.mesh.ici_parallelism={self.data},{self.fsdp},{self.tensor}",
             f"--config.model.remat_policy={self.remat_policy}",
-            f"--config.train.batch_size={self.batch_per_chip * self.data * self.fsdp}",
+            f"--config.train.batch_size={batch}",
         ]
+        if update_size and update_size % batch == 0 and update_size // batch != accumulation:
+            out.append(f"--config.optim.accumulation_steps={update_size // batch}")
+        return out
 
 
 def splits(devices: int, max_tensor: int) -> list[tuple[int, int, int]]:
@@ -120,6 +129,12 @@ def estimate(candidate: Candidate, shape: dict[str, Any], topology: Topology) ->
     return dict(memory=memory, step_s=step_s, s_per_example=step_s / examples)
 
 
+def correction_key(candidate: Candidate) -> str:
+    """What a compile corrects: the model's error depends on the remat policy and the tensor split
+    (how much of the activations tensor parallelism really divides), e.g. "none/tensor2"."""
+    return f"{candidate.remat_policy}/tensor{candidate.tensor}"
+
+
 def candidates(
     topology: Topology,
     shape: dict[str, Any],
@@ -128,8 +143,8 @@ def candidates(
     heads: int,
     correction: dict[str, float] | None = None,
 ) -> list[tuple[Candidate, dict[str, float]]]:
-    """Every candidate with its estimate (memory times `correction[policy]`, the compiler's
-    measured ratio where known), the ones that fit HBM by the estimate, fastest first."""
+    """Every candidate with its estimate (memory times `correction[correction_key(...)]`, the
+    compiler's measured ratio where known), the ones that fit HBM by the estimate, fastest first."""
     correction = correction or {}
     out = []
     batches = [2**i for i in range(max_batch_per_chip.bit_length()) if 2**i <= max_batch_per_chip]
@@ -140,7 +155,7 @@ def candidates(
             continue
         cand = Candidate(data, fsdp, tensor, policy, batch)
         est = estimate(cand, shape, topology)
-        est["memory"] *= correction.get(policy, 1.0)
+        est["memory"] *= correction.get(correction_key(cand), 1.0)
         if est["memory"] <= 0.9 * topology.hbm_bytes_per_device:
             out.append((cand, est))
     # Fastest per example; among equals the larger batch (fewer steps), then less memory.
@@ -174,8 +189,12 @@ def measured_bytes(record: dict[str, Any]) -> float | None:
     without figures; a refusal for memory counts as at least the chip's HBM."""
     if "bytes_per_chip" in record:
         return float(record["bytes_per_chip"]["peak"] + record["bytes_per_chip"]["code"])
-    if "RESOURCE_EXHAUSTED" in record.get("error", "") or record.get("fits") is False:
-        return float(record["hbm_bytes_per_device"]) * 1.05
+    error = record.get("error", "")
+    if "RESOURCE_EXHAUSTED" in error or record.get("fits") is False:
+        # "... required for HLO temporaries (21.92G) exceeds available HBM (15.75G)": GiB.
+        stated = re.search(r"temporaries \(([\d.]+)G\)", error)
+        floor = float(record["hbm_bytes_per_device"]) * 1.05
+        return max(floor, float(stated[1]) * 2**30) if stated else floor
     return None
 
 
@@ -194,8 +213,8 @@ def plan(
 
     compile_fn(candidate) compiles the train step with those overrides and returns its record
     (with "fits"); it may raise ValueError for a layout the step rejects (tried, skipped). After
-    each compile, that policy's estimates are scaled by measured / estimated (never below 1 once
-    the model was found low) and the remaining candidates re-ranked.
+    each compile that does not fit, the estimates of its remat policy and tensor split are scaled by
+    measured / estimated (never below 1) and the remaining candidates re-ranked.
     """
     correction: dict[str, float] = {}
     tried, done = [], set()
@@ -236,10 +255,9 @@ def plan(
                 correction=correction,
             )
         if measured:
-            raw = est["memory"] / correction.get(cand.remat_policy, 1.0)
-            correction[cand.remat_policy] = max(
-                correction.get(cand.remat_policy, 1.0), measured / raw
-            )
+            key = correction_key(cand)
+            raw = est["memory"] / correction.get(key, 1.0)
+            correction[key] = max(correction.get(key, 1.0), measured / raw)
     return dict(
         chosen=None,
         estimate=None,
