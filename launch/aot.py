@@ -251,12 +251,15 @@ def run_plan(config, topology, devices) -> dict:
         # By the model, scaled to the compiled pick's measured bytes: an estimate, not compiled.
         largest_batch_per_chip_estimated=None
         if chosen is None
-        else plan.largest_batch(
-            chosen,
-            shape,
-            topology,
-            plan.measured_bytes(result["record"])
-            / plan.estimate(chosen, shape, topology)["memory"],
+        else max(
+            chosen.batch_per_chip,
+            plan.largest_batch(
+                chosen,
+                shape,
+                topology,
+                plan.measured_bytes(result["record"])
+                / plan.estimate(chosen, shape, topology)["memory"],
+            ),
         ),
     )
     print(json.dumps(summary), flush=True)
