@@ -206,6 +206,23 @@ def measure_convert(root: str, input_bytes: int, rows: int, workers: int, scratc
     }
 
 
+def _timed_reads(reader: str, reads, machine: dict) -> dict:
+    """Runs `reads` (an iterator of bytes read per row) and reports rows/s and MB per row."""
+    start, rows, nbytes = time.perf_counter(), 0, 0
+    for count in reads:
+        rows += 1
+        nbytes += count
+    elapsed = time.perf_counter() - start
+    return dict(
+        benchmark="random_access",
+        reader=reader,
+        rows=rows,
+        rows_per_s=round(rows / elapsed, 2),
+        mb_read_per_row=round(nbytes / rows / 1e6, 2),
+        **machine,
+    )
+
+
 def measure_random_access(root: str, shards: str, rows: int) -> list[dict]:
     """Random single-row reads from the parquet files vs the ArrayRecord shards (same rows)."""
     import glob
@@ -216,109 +233,69 @@ def measure_random_access(root: str, shards: str, rows: int) -> list[dict]:
     from data_pipelines.array_record_io import list_shards
 
     files = sorted(glob.glob(os.path.join(root, "data", "*.parquet")))
-    index = []  # (file, row group, row in group) of every row
-    group_bytes = []
+    index = []  # (file, row group, row in group, the group's bytes) of every row
     for path in files:
         meta = pq.ParquetFile(path).metadata
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            index += [(path, g, r) for r in range(group.num_rows)]
-            group_bytes += [group.total_byte_size] * group.num_rows
-    order = np.random.default_rng(FLAGS.seed).permutation(len(index))
+            index += [(path, g, r, group.total_byte_size) for r in range(group.num_rows)]
+    rng = lambda: np.random.default_rng(FLAGS.seed)
     machine = dict(
         machine=f"{platform.machine()} {platform.processor() or platform.system()}",
         cpus=os.cpu_count(),
         load_average_1min=round(os.getloadavg()[0], 2),
     )
-    out = []
 
-    start, nbytes = time.perf_counter(), 0
-    for i in order:
-        path, g, r = index[i]
-        table = pq.ParquetFile(path).read_row_group(g)
-        row = table.slice(r, 1).to_pylist()[0]
-        nbytes += group_bytes[i]
-        assert row["input_img"]["bytes"]
-    elapsed = time.perf_counter() - start
-    out.append(
-        dict(
-            benchmark="random_access",
-            reader="parquet_row_group_per_row",
-            rows=len(order),
-            rows_per_s=round(len(order) / elapsed, 2),
-            mb_read_per_row=round(nbytes / len(order) / 1e6, 2),
-            **machine,
-        )
-    )
+    def row_per_read():  # a global shuffle: each row needs its whole row group decoded
+        for i in rng().permutation(len(index)):
+            path, g, r, size = index[i]
+            row = pq.ParquetFile(path).read_row_group(g).slice(r, 1).to_pylist()[0]
+            assert row["input_img"]["bytes"]
+            yield size
 
-    start, nbytes = time.perf_counter(), 0
-    groups = sorted({(p, g) for p, g, _ in index})
-    for k in np.random.default_rng(FLAGS.seed).permutation(len(groups)):
-        path, g = groups[k]
-        for row in pq.ParquetFile(path).read_row_group(g).to_pylist():
-            nbytes += len(row["input_img"]["bytes"]) + len(row["output_img"]["bytes"])
-    elapsed = time.perf_counter() - start
-    out.append(
-        dict(
-            benchmark="random_access",
-            reader="parquet_row_group_order_only",
-            rows=len(index),
-            rows_per_s=round(len(index) / elapsed, 2),
-            mb_read_per_row=round(nbytes / len(index) / 1e6, 2),
-            **machine,
-        )
-    )
+    def group_order_only():  # a streaming reader: whole groups, in a random group order
+        groups = sorted({(p, g) for p, g, _, _ in index})
+        for k in rng().permutation(len(groups)):
+            for row in pq.ParquetFile(groups[k][0]).read_row_group(groups[k][1]).to_pylist():
+                yield len(row["input_img"]["bytes"]) + len(row["output_img"]["bytes"])
 
     source = grain.sources.ArrayRecordDataSource(list_shards(shards))
     if len(source) != rows:
         raise RuntimeError(f"{len(source)} records in the shards, {rows} rows in the parquet")
-    order = np.random.default_rng(FLAGS.seed).permutation(len(source))
-    start, nbytes = time.perf_counter(), 0
-    for i in order:
-        nbytes += len(source[int(i)])
-    elapsed = time.perf_counter() - start
-    out.append(
-        dict(
-            benchmark="random_access",
-            reader="array_record_record_per_row",
-            rows=len(order),
-            rows_per_s=round(len(order) / elapsed, 2),
-            mb_read_per_row=round(nbytes / len(order) / 1e6, 2),
-            **machine,
-        )
-    )
-    return out
+
+    def record_per_read():
+        for i in rng().permutation(len(source)):
+            yield len(source[int(i)])
+
+    return [
+        _timed_reads("parquet_row_group_per_row", row_per_read(), machine),
+        _timed_reads("parquet_row_group_order_only", group_order_only(), machine),
+        _timed_reads("array_record_record_per_row", record_per_read(), machine),
+    ]
 
 
 def main(argv: list[str]) -> None:
     del argv
-    if FLAGS.benchmark == "random_access":
-        from data_pipelines import beam_convert
-
-        scratch = tempfile.mkdtemp(prefix="bench_random_access_")
-        try:
-            root = os.path.join(scratch, "crispedit")
-            rows = FLAGS.convert_rows
-            args = (rows, FLAGS.convert_px, FLAGS.convert_files, FLAGS.convert_row_group)
-            make_crispedit_like(root, *args, FLAGS.seed)
-            shards = os.path.join(scratch, "shards")
-            beam_convert.convert(
-                root, shards, FLAGS.convert_shards, beam_convert.pipeline_options("", workers=1)
-            )
-            for result in measure_random_access(root, shards, rows):
-                print(json.dumps(result), flush=True)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return
-    if FLAGS.benchmark == "convert":
-        scratch = tempfile.mkdtemp(prefix="bench_convert_")
+    if FLAGS.benchmark in ("random_access", "convert"):
+        scratch = tempfile.mkdtemp(prefix=f"bench_{FLAGS.benchmark}_")
         try:
             root = os.path.join(scratch, "crispedit")
             rows = FLAGS.convert_rows
             args = (rows, FLAGS.convert_px, FLAGS.convert_files, FLAGS.convert_row_group)
             size = make_crispedit_like(root, *args, FLAGS.seed)
-            for workers in map(int, FLAGS.workers):
-                result = measure_convert(root, size, rows, max(1, workers), scratch)
+            if FLAGS.benchmark == "convert":
+                results = [
+                    measure_convert(root, size, rows, max(1, workers), scratch)
+                    for workers in map(int, FLAGS.workers)
+                ]
+            else:
+                from data_pipelines import beam_convert
+
+                shards = os.path.join(scratch, "shards")
+                options = beam_convert.pipeline_options("", workers=1)
+                beam_convert.convert(root, shards, FLAGS.convert_shards, options)
+                results = measure_random_access(root, shards, rows)
+            for result in results:
                 print(json.dumps(result), flush=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

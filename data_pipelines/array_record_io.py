@@ -6,14 +6,12 @@ shards is also what `tfds` and grain's `ArrayRecordDataSource` expect.
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 from collections.abc import Iterable
 
 from array_record.python import array_record_module
 
-from editmgt_jax.atomic import atomic_path
+from editmgt_jax import paths
 
 # group_size:1 keeps every record individually addressable (random access for global shuffle).
 WRITER_OPTIONS = "group_size:1"
@@ -28,12 +26,14 @@ def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-    """Writes serialized records to `path` atomically; returns how many were written.
+    """Writes serialized records to `path` (a file or a gs:// URL) atomically; returns how many
+    were written.
 
-    A crash or full disk leaves no file at `path` (the temporary file beside it is removed).
+    A crash or full disk leaves no file at `path` (the temporary file beside it is removed). For a
+    URL the shard is written to a local temp file and uploaded whole (one object upload: atomic).
     """
     count = 0
-    with atomic_path(path) as tmp:
+    with paths.local_file_for(path) as tmp:
         writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
         try:
             for data in records:
@@ -45,16 +45,17 @@ def write_shard(path: str, records: Iterable[bytes]) -> int:
 
 
 def list_shards(folder_or_pattern: str) -> list[str]:
-    """Sorted shard paths in a folder (or matching a glob); raises when there are none."""
-    if os.path.isdir(folder_or_pattern):
-        pattern = os.path.join(folder_or_pattern, "*.array_record*")
+    """Sorted shard paths in a folder or gs:// prefix (or matching a glob); raises when there are
+    none. ArrayRecord's reader opens gs:// URLs itself (its bundled Cloud Storage client)."""
+    if paths.isdir(folder_or_pattern):
+        pattern = paths.join(folder_or_pattern, "*.array_record*")
     else:
         pattern = folder_or_pattern
-    paths = sorted(p for p in glob.glob(pattern) if not os.path.basename(p).startswith("."))
-    paths = [p for p in paths if _SHARD_RE.search(p) or p.endswith(".array_record")]
-    if not paths:
+    found = [p for p in paths.glob(pattern) if not paths.basename(p).startswith(".")]
+    found = [p for p in found if _SHARD_RE.search(p) or p.endswith(".array_record")]
+    if not found:
         raise FileNotFoundError(f"no ArrayRecord shards match {pattern!r}")
-    return paths
+    return found
 
 
 def read_all(paths: Iterable[str]) -> list[bytes]:

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -105,3 +106,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace_folder(tmp: str, path: str) -> None:
+    """Moves the finished folder `tmp` onto `path` (replacing it, if it exists)."""
+    if os.path.exists(path):
+        old = path + ".old"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)

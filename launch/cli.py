@@ -26,14 +26,26 @@ def asked_for_help(argv: list[str]) -> bool:
 
 
 def bundle_folder(checkpoint: str | None) -> str:
-    """The `--checkpoint` bundle folder, the embedded default model when unset; a UsageError
-    naming it when it does not exist."""
+    """The `--checkpoint` bundle folder, the embedded default model when unset (a gs:// URL: its
+    cached local copy, `paths.local_copy`); a UsageError naming it when it does not exist."""
     from editmgt_jax.assets import DEFAULT_MODEL
 
-    folder = checkpoint or DEFAULT_MODEL
+    folder = local_checkpoint(checkpoint) or DEFAULT_MODEL
     if not os.path.isdir(folder):
         raise app.UsageError(f"Checkpoint folder {folder!r} does not exist")
     return folder
+
+
+def local_checkpoint(path: str | None) -> str | None:
+    """`path`, or for a URL (gs://bucket/run/bundle) its cached local copy; a UsageError naming
+    a URL that holds no bundle."""
+    from editmgt_jax import paths
+
+    if not path or not paths.is_url(path):
+        return path
+    if not paths.isfile(paths.join(path, "bundle.json")):
+        raise app.UsageError(f"--checkpoint {path!r} holds no bundle.json")
+    return paths.local_copy(path)
 
 
 def quiet_backend_probe() -> None:

@@ -375,6 +375,7 @@ def resolve_checkpoint(path: str | None) -> str:
                 "python -m launch.init_checkpoint --config configs/smoke.py --out /tmp/smoke_bundle"
             )
         return DEFAULT_CHECKPOINT
+    path = cli.local_checkpoint(path)  # a gs:// bundle: its cached local copy
     if not os.path.isdir(path):
         raise app.UsageError(f"--checkpoint {path!r} does not exist")
     return path

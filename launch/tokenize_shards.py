@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterator
 
@@ -32,15 +31,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data_pipelines import transforms
 from data_pipelines.array_record_io import list_shards, read_all, write_shard
 from data_pipelines.schema import EditRecord, SchemaError, decode_record, encode_record
-from editmgt_jax.atomic import atomic_path
+from editmgt_jax import paths
 from launch import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shards", None, "Folder (or glob) of edit-record ArrayRecord shards.")
+flags.DEFINE_string(
+    "shards", None, "Folder, gs:// prefix or glob of edit-record ArrayRecord shards."
+)
 flags.DEFINE_string(
     "vq", None, "VQ checkpoint: a diffusers-layout folder, or a bundle (its VQ), read by load_vq."
 )
-flags.DEFINE_string("out", None, "Output folder for the token shards.")
+flags.DEFINE_string("out", None, "Output folder (or gs:// prefix) for the token shards.")
 flags.DEFINE_integer("resolution", 256, "Square crop side in pixels (multiple of the VQ stride).")
 flags.DEFINE_integer("batch_size", 32, "Images per encode call (rounded up to the devices).")
 flags.mark_flags_as_required(["shards", "vq", "out"])
@@ -116,7 +117,7 @@ def tokenize_shard(
 
 def process_summary_path(out: str, index: int, count: int) -> str:
     """Where process `index` of `count` writes its counts (hidden: not a shard)."""
-    return os.path.join(out, f".tokenize-process-{index:05d}-of-{count:05d}.json")
+    return paths.join(out, f".tokenize-process-{index:05d}-of-{count:05d}.json")
 
 
 def combine(summaries: list[dict]) -> dict:
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> None:
     cli.initialize_distributed()  # before anything touches a JAX backend
     from editmgt_jax.checkpoint import load_vq
 
-    model, params = load_vq(FLAGS.vq)
+    model, params = load_vq(paths.local_copy(FLAGS.vq))  # a gs:// VQ/bundle: a cached copy
     stride = model.config.stride
     if FLAGS.resolution % stride:
         raise app.UsageError(f"--resolution {FLAGS.resolution} is not a multiple of {stride}")
@@ -154,28 +155,29 @@ def main(argv: list[str]) -> None:
     index, count = jax.process_index(), jax.process_count()
     # Every process lists the same (shared) folder and sorts it: the strided slices partition it.
     shards = list_shards(FLAGS.shards)[index::count]
-    os.makedirs(FLAGS.out, exist_ok=True)
+    paths.makedirs(FLAGS.out)  # a folder; nothing for a gs:// URL
     manifest = {
-        "vq": os.path.abspath(FLAGS.vq),
+        "vq": paths.abspath(FLAGS.vq),
         "resolution": FLAGS.resolution,
         "stride": stride,
         "token_shape": [FLAGS.resolution // stride] * 2,
         "crop": "centre, joint (data_pipelines.transforms.joint_resize_crop)",
     }
     if index == 0:
-        with atomic_path(os.path.join(FLAGS.out, "tokenize.json")) as tmp, open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
+        paths.write_atomic(
+            paths.join(FLAGS.out, "tokenize.json"), json.dumps(manifest, indent=1, sort_keys=True)
+        )
     written, reused, skipped, start = 0, 0, 0, time.perf_counter()
     tokenized = []
     for in_path in shards:
-        out_path = os.path.join(FLAGS.out, os.path.basename(in_path))
-        if os.path.exists(out_path):
+        out_path = paths.join(FLAGS.out, paths.basename(in_path))
+        if paths.exists(out_path):
             reused += 1
             continue
         count_written, messages = tokenize_shard(in_path, out_path, encode, batch, size, dtype)
         written += count_written
         skipped += len(messages)
-        tokenized.append(os.path.basename(in_path))
+        tokenized.append(paths.basename(in_path))
         for message in messages[:3]:
             logging.warning("skipped a record of %s: %s", in_path, message)
     mine = {
@@ -192,8 +194,9 @@ def main(argv: list[str]) -> None:
     if count == 1:
         print(json.dumps(combine([mine])))
         return
-    with atomic_path(process_summary_path(FLAGS.out, index, count)) as tmp, open(tmp, "w") as f:
-        json.dump(mine, f, sort_keys=True)
+    paths.write_atomic(
+        process_summary_path(FLAGS.out, index, count), json.dumps(mine, sort_keys=True)
+    )
     # Every process has written its file once all have reached this barrier.
     from jax.experimental import multihost_utils
 
@@ -201,8 +204,7 @@ def main(argv: list[str]) -> None:
     if index == 0:
         summaries = []
         for i in range(count):
-            with open(process_summary_path(FLAGS.out, i, count)) as f:
-                summaries.append(json.load(f))
+            summaries.append(json.loads(paths.read_text(process_summary_path(FLAGS.out, i, count))))
         print(json.dumps(combine(summaries)))
 
 

@@ -16,10 +16,13 @@ sample edits of a fixed batch under `samples/`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -31,7 +34,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from data_pipelines.loader import EditLoader, LoaderConfig
-from editmgt_jax import sharding
+from editmgt_jax import paths, sharding
 from editmgt_jax.checkpoint.bundle import Bundle, is_bundle, read_manifest, save_bundle
 from editmgt_jax.checkpoint.manager import TrainCheckpoints
 from editmgt_jax.models.transformer import Transformer, example_inputs
@@ -118,30 +121,43 @@ def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
 
 
 class MetricsLog:
-    """metrics.jsonl (appended; process 0) and TensorBoard scalars."""
+    """metrics.jsonl (appended; process 0) and TensorBoard scalars. For a URL workdir the event
+    files are written in a local temp folder and uploaded to `<workdir>/tb/` after each flush."""
 
     def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tb = None
+        self.path = paths.join(workdir, "metrics.jsonl")
+        self.tb_dir = paths.join(workdir, "tb")
+        self.tb = self.staging = None
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+            if paths.is_url(workdir):
+                self.staging = tempfile.mkdtemp(prefix="editmgt-tb-")
+            self.tb = SummaryWriter(self.staging or self.tb_dir)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        paths.append_text(self.path, json.dumps(record) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):
                 self.tb.add_scalar(key, value, record["step"])
         self.tb.flush()
+        self._upload()
+
+    def _upload(self) -> None:
+        if self.staging is None:
+            return
+        for name in os.listdir(self.staging):
+            paths.upload_file(os.path.join(self.staging, name), paths.join(self.tb_dir, name))
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self._upload()
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def train(
@@ -150,12 +166,12 @@ def train(
     """Runs (or resumes) training; returns the last logged metrics. With `export_to`, writes the
     latest checkpoint as a bundle there instead and returns {"step", "bundle"}."""
     # Placeholders (configs/editmgt_crispedit.py) filled from init_from; others unchanged.
-    config = resolve_config(config)
+    config = resolve_config(local_init_from(config))
     mesh = sharding.create_mesh(config.mesh.ici_parallelism, config.mesh.dcn_parallelism)
     validate(config, mesh)
     model_cfg = TransformerConfig.from_dict(config.model)
     model = Transformer(model_cfg)
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)  # a folder; nothing for a URL (gs://bucket/run)
     checkpoints = TrainCheckpoints(
         workdir, config.train.keep_checkpoints, read_only=export_to is not None
     )
@@ -188,7 +204,7 @@ def train(
         bundle = bundle_from_state(config, state, options, inputs, start)
         if jax.process_index() == 0:
             write_bundle(export_to, bundle, config)
-        return {"step": start, "bundle": os.path.abspath(export_to)}
+        return {"step": start, "bundle": paths.abspath(export_to)}
 
     if start is None and not config.init_from and config.train.init_tables_from_codebook:
         state = init_tables_from_codebook(state, state_shardings, inputs, config.seed)
@@ -330,7 +346,7 @@ class SampleEdits:
     def __init__(self, config, inputs, workdir: str, count: int):
         from data_pipelines.synthetic import make_example
 
-        self.dir = os.path.join(workdir, "samples")
+        self.dir = paths.join(workdir, "samples")
         size = config.image_size
         self.examples = [
             make_example(config.seed, i, size=size, split="heldout") for i in range(count)
@@ -340,7 +356,6 @@ class SampleEdits:
     def __call__(self, step: int, state, options: StepOptions) -> None:
         from PIL import Image
 
-        from editmgt_jax.atomic import atomic_path
         from editmgt_jax.editor import Editor
 
         bundle = bundle_from_state(self.config, state, options, self.inputs, step)
@@ -355,15 +370,15 @@ class SampleEdits:
             np.concatenate([e.source, e.target, r.image, r.heatmap_image()], axis=1)
             for e, r in zip(self.examples, results, strict=True)
         ]
-        os.makedirs(self.dir, exist_ok=True)
-        with atomic_path(os.path.join(self.dir, f"step_{step:07d}.png")) as tmp:
-            Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+        png = io.BytesIO()
+        Image.fromarray(np.concatenate(rows, axis=0)).save(png, format="PNG")
+        paths.write_atomic(paths.join(self.dir, f"step_{step:07d}.png"), png.getvalue())
 
 
 def export_bundle(config, workdir: str, state, options: StepOptions, inputs, step: int) -> str:
     """EMA weights (LoRA merged) + the VQ tokenizer -> `<workdir>/bundle` for launch.edit."""
     bundle = bundle_from_state(config, state, options, inputs, step)
-    path = os.path.join(workdir, "bundle")
+    path = paths.join(workdir, "bundle")
     if jax.process_index() == 0:
         write_bundle(path, bundle, config)
     return path
@@ -396,6 +411,17 @@ def write_bundle(path: str, bundle: Bundle, config) -> str:
     if not files:
         return save_bundle(path, bundle, overwrite=True)
     return save_converted(Converted(bundle=bundle, files=files, warnings=[]), path, overwrite=True)
+
+
+def local_init_from(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with a URL `init_from` (gs://.../bundle) replaced by its cached local copy
+    (`paths.local_copy`); other configs unchanged."""
+    init = config.get("init_from", "")
+    if not init or not paths.is_url(init):
+        return config
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.init_from = paths.local_copy(init)
+    return config
 
 
 def bundle_from_state(config, state, options: StepOptions, inputs, step: int) -> Bundle:
@@ -441,7 +467,7 @@ def main(argv):
     if logging.get_verbosity() == logging.INFO and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     try:  # a config that contradicts its checkpoint: one clear line, no traceback
-        config = resolve_config(FLAGS.config)
+        config = resolve_config(local_init_from(FLAGS.config))
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from e
     cli.initialize_distributed()

@@ -32,6 +32,7 @@ PACKAGES = ("editmgt_jax", "data_pipelines", "launch", "configs")
 # requirements.txt entries that only the tests, linters and the wheel build need.
 # execnet comes with pytest-xdist (pinned so CI installs the same one).
 DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "ruff", "chex", "scipy", "setuptools", "selenium"}
+DEV_ONLY |= {"gcp-storage-emulator"}  # tests/test_gcs_paths.py
 # requirements.txt entries of the `serve` extra (`pip install "editmgt-jax[serve]"`).
 SERVE_EXTRA = {"gradio", "gradio-client"}
 SCRIPTS = {

@@ -16,12 +16,14 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 from safetensors.numpy import load_file
 
+from editmgt_jax import paths
 from editmgt_jax.atomic import make_temp_dir
 from editmgt_jax.atomic import save_safetensors as save_file  # umask mode, not 0600
 from editmgt_jax.checkpoint.convert.scan_layout import scan_params, unscan_params
@@ -75,9 +77,10 @@ def _host_flat(params: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
-    """Writes `bundle` to the folder `path` atomically; returns `path`."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
+    """Writes `bundle` to the folder `path` atomically; returns `path`. A URL (gs://...) is
+    written in a local temp folder, then uploaded with bundle.json last (`paths.publish_folder`)."""
+    path = paths.abspath(path)
+    if paths.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     unknown = sorted(set(bundle.pipeline) - set(DEFAULT_PIPELINE))
     if unknown:
@@ -95,9 +98,10 @@ def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
         pipeline={**DEFAULT_PIPELINE, **bundle.pipeline},
         metadata=bundle.metadata,
     )
-    parent = os.path.dirname(path)
+    remote = paths.is_url(path)
+    parent = tempfile.gettempdir() if remote else os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = make_temp_dir(parent, prefix=f".{os.path.basename(path)}.")
+    tmp = make_temp_dir(parent, prefix=f".{paths.basename(path)}.")
     try:
         save_file(_host_flat(transformer), os.path.join(tmp, TRANSFORMER_FILE))
         save_file(_host_flat(bundle.vq_params), os.path.join(tmp, VQ_FILE))
@@ -105,7 +109,9 @@ def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
             save_file(_host_flat(bundle.text_params), os.path.join(tmp, TEXT_FILE))
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
-        if os.path.exists(path):
+        if remote:
+            paths.publish_folder(tmp, path, last=MANIFEST)
+        elif os.path.exists(path):
             old = path + ".old"
             os.replace(path, old)
             os.replace(tmp, path)
@@ -119,16 +125,16 @@ def save_bundle(path: str, bundle: Bundle, overwrite: bool = False) -> str:
 
 
 def read_manifest(path: str) -> dict[str, Any]:
-    """bundle.json of the bundle at `path`, validated."""
-    manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
+    """bundle.json of the bundle at `path` (a folder or a URL), validated."""
+    manifest_path = paths.join(path, MANIFEST)
+    if not paths.isdir(path):
         raise FileNotFoundError(f"Checkpoint bundle {path!r} does not exist")
-    if not os.path.isfile(manifest_path):
+    if not paths.isfile(manifest_path):
         raise FileNotFoundError(
             f"{path!r} is not a checkpoint bundle (no {MANIFEST}); official PyTorch folders "
             "are converted with `python -m launch.convert --from_torch DIR --out CKPT`"
         )
-    with open(manifest_path) as f:
+    with paths.open_file(manifest_path) as f:
         try:
             manifest = json.load(f)
         except json.JSONDecodeError as e:
@@ -149,13 +155,10 @@ def read_manifest(path: str) -> dict[str, Any]:
 def update_metadata(path: str, **fields: Any) -> dict[str, Any]:
     """Sets `fields` in the metadata of the bundle at `path` (bundle.json rewritten atomically;
     weights untouched); returns the new metadata. Values must be JSON-serializable."""
-    from editmgt_jax.atomic import atomic_path
-
     manifest = read_manifest(path)
     manifest.setdefault("metadata", {}).update(fields)
     text = json.dumps(manifest, indent=2)  # fails before anything is written
-    with atomic_path(os.path.join(path, MANIFEST)) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    paths.write_atomic(paths.join(path, MANIFEST), text)
     return manifest["metadata"]
 
 
@@ -163,16 +166,13 @@ def update_pipeline(path: str, **fields: Any) -> dict[str, Any]:
     """Sets pipeline defaults (e.g. the sampler settings chosen on a tuning split) of the bundle at
     `path` (bundle.json rewritten atomically; weights untouched); returns the new pipeline.
     Unknown field names raise ValueError naming them."""
-    from editmgt_jax.atomic import atomic_path
-
     unknown = sorted(set(fields) - set(DEFAULT_PIPELINE))
     if unknown:
         raise ValueError(f"Unknown pipeline field(s) {unknown}; known: {sorted(DEFAULT_PIPELINE)}")
     manifest = read_manifest(path)
     manifest["pipeline"] = {**DEFAULT_PIPELINE, **manifest["pipeline"], **fields}
     text = json.dumps(manifest, indent=2)
-    with atomic_path(os.path.join(path, MANIFEST)) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    paths.write_atomic(paths.join(path, MANIFEST), text)
     return manifest["pipeline"]
 
 
@@ -189,8 +189,8 @@ def _load_params(path: str, name: str, required: bool = True) -> dict[str, Any] 
 
 
 def is_bundle(path: str) -> bool:
-    """True when `path` is a bundle folder (it holds bundle.json)."""
-    return bool(path) and os.path.isfile(os.path.join(path, MANIFEST))
+    """True when `path` is a bundle folder or URL (it holds bundle.json)."""
+    return bool(path) and paths.isfile(paths.join(path, MANIFEST))
 
 
 _PART_FILES = {"transformer": TRANSFORMER_FILE, "vq": VQ_FILE, "text_encoder": TEXT_FILE}
@@ -203,12 +203,15 @@ def load_bundle_part(path: str, part: str) -> dict[str, Any] | None:
     if part not in _PART_FILES:
         raise ValueError(f"part={part!r}; expected one of {sorted(_PART_FILES)}")
     read_manifest(path)
+    path = paths.local_copy(path)
     return _load_params(path, _PART_FILES[part], required=part != "text_encoder")
 
 
 def load_bundle(path: str, **transformer_overrides: Any) -> Bundle:
-    """Reads a bundle folder. `transformer_overrides` set execution fields (e.g. dtype)."""
+    """Reads a bundle folder (a URL: its cached local copy, `paths.local_copy`).
+    `transformer_overrides` set execution fields (e.g. dtype)."""
     manifest = read_manifest(path)
+    path = paths.local_copy(path)
     fields = {**manifest["transformer"], **transformer_overrides}
     cfg = TransformerConfig.from_dict(fields)
     params = _load_params(path, TRANSFORMER_FILE)

@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,8 +47,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from editmgt_jax import paths
 from editmgt_jax.atomic import make_temp_dir
-from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE, Bundle, load_bundle, save_bundle
+from editmgt_jax.atomic import replace_folder as _replace_local_folder
+from editmgt_jax.checkpoint.bundle import (
+    DEFAULT_PIPELINE,
+    MANIFEST,
+    Bundle,
+    load_bundle,
+    save_bundle,
+)
 from editmgt_jax.checkpoint.convert import safetensors_io
 from editmgt_jax.checkpoint.convert.table import ConversionError, flatten, to_theirs
 from editmgt_jax.models.transformer_config import TransformerConfig
@@ -466,22 +475,21 @@ def convert_folder(
 
 
 def replace_folder(tmp: str, path: str) -> None:
-    """Moves the finished folder `tmp` onto `path` (replacing it, if it exists)."""
-    if os.path.exists(path):
-        old = path + ".old"
-        if os.path.exists(old):
-            shutil.rmtree(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
+    """Moves the finished folder `tmp` onto `path` (replacing it): an atomic rename locally; for a
+    URL an upload whose bundle.json comes last (`paths.publish_folder`)."""
+    if paths.is_url(path):
+        paths.publish_folder(tmp, path, last=MANIFEST)
     else:
-        os.replace(tmp, path)
+        _replace_local_folder(tmp, path)
 
 
 def _staging(path: str, overwrite: bool) -> tuple[str, str]:
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
+    """(target, a fresh staging folder): beside the target locally, in the temp folder for a URL."""
+    path = paths.abspath(path)
+    if paths.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if paths.is_url(path):
+        return path, make_temp_dir(tempfile.gettempdir(), prefix=f".{paths.basename(path)}.")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     return path, make_temp_dir(parent, prefix=f".{os.path.basename(path)}.")

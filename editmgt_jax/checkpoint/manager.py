@@ -11,14 +11,13 @@ restart with an incompatible config is refused with the list of fields that diff
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from editmgt_jax.atomic import atomic_path
+from editmgt_jax import paths
 
 # Config sections that decide parameter shapes and meaning: they must match to resume.
 COMPATIBILITY_SECTIONS = ("model", "vq", "text_encoder", "image_size")
@@ -67,8 +66,10 @@ class TrainCheckpoints:
         self, workdir: str, max_to_keep: int = 3, asynchronous: bool = True, read_only=False
     ):
         """`read_only`: restore only, never write or delete (safe beside a running trainer)."""
-        self.workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(self.workdir, "checkpoints")
+        self.workdir = paths.abspath(workdir)  # a folder or a URL (orbax writes gs:// itself)
+        if paths.is_url(workdir):
+            paths.register_gcs()  # before orbax's epath makes its gs:// filesystem
+        self.directory = paths.join(self.workdir, "checkpoints")
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -82,11 +83,10 @@ class TrainCheckpoints:
 
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         """Writes config.json on first use; raises if an existing run's config is incompatible."""
-        path = os.path.join(self.workdir, "config.json")
+        path = paths.join(self.workdir, "config.json")
         current = _jsonable(config)
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
+        if paths.exists(path):
+            saved = json.loads(paths.read_text(path))
             diffs = config_differences(saved, current)
             if diffs and self.latest_step() is not None:
                 raise ValueError(
@@ -94,8 +94,7 @@ class TrainCheckpoints:
                     "fields:\n  " + "\n  ".join(diffs) + "\nUse a new --workdir."
                 )
         if jax.process_index() == 0 and not self.read_only:
-            with atomic_path(path) as tmp, open(tmp, "w") as f:
-                json.dump(current, f, indent=2, sort_keys=True)
+            paths.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
