@@ -9,8 +9,8 @@ For every train-step record of `launch.aot` (and of its `--plan` compiles) in th
 layout it was compiled with (mesh, remat policy, per-chip batch, resolution, attention kernel),
 the planner's estimate for that layout (`editmgt_jax.aot.plan.estimate`, the shape rebuilt from
 `--config` at the record's resolution and attention kernel) and the compiler's peak + code bytes
-per device, and the largest per-chip batch of that layout by the model scaled to the compile's
-bytes (an estimate). Prints one JSON line per record and a summary line (ratios measured /
+per device, and the largest per-chip batch of that layout (the compile's bytes plus the model's
+growth per example: an estimate). Prints one JSON line per record and a summary line (ratios measured /
 estimated).
 """
 
@@ -70,10 +70,10 @@ def compare(config, records: list[dict]) -> list[dict]:
                 measured_gb=None if measured is None else round(measured / 1e9, 2),
                 refused=("bytes_per_chip" not in record),
                 ratio=None if measured is None else round(measured / estimated, 2),
-                # The model anchored on this compile: the largest per-chip batch of this layout.
+                # The model's growth per example from this compile: the layout's largest batch.
                 largest_batch_per_chip_estimated=None
                 if measured is None
-                else plan.largest_batch(layout, shapes[key], topology, measured / estimated),
+                else plan.largest_batch(layout, shapes[key], topology, measured),
             )
         )
     return out

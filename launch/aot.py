@@ -248,18 +248,12 @@ def run_plan(config, topology, devices) -> dict:
         chosen=None if chosen is None else dict(chosen.__dict__),
         overrides=None if chosen is None else _plan_overrides(chosen, config, topology),
         estimated_step_s=None if chosen is None else result["record"]["estimated_step_s"],
-        # By the model, scaled to the compiled pick's measured bytes: an estimate, not compiled.
+        # The model's growth per example from the compiled pick's bytes: an estimate, not compiled.
         largest_batch_per_chip_estimated=None
         if chosen is None
         else max(
             chosen.batch_per_chip,
-            plan.largest_batch(
-                chosen,
-                shape,
-                topology,
-                plan.measured_bytes(result["record"])
-                / plan.estimate(chosen, shape, topology)["memory"],
-            ),
+            plan.largest_batch(chosen, shape, topology, plan.measured_bytes(result["record"])),
         ),
     )
     print(json.dumps(summary), flush=True)
