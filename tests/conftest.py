@@ -33,6 +33,7 @@ LONGEST_FILES = (
     "test_crispedit_recipe.py",
     "test_train_launch.py",
     "test_aot.py",
+    "test_gcs_paths.py",
     "test_accelerator_benchmark.py",
     "test_edit_focus.py",
     "test_training_step.py",
