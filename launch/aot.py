@@ -79,13 +79,14 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def program_record(program, compiled, compile_s: float, topology, job: str) -> dict[str, Any]:
+def program_record(
+    program, compiled, compile_s: float, topology, job: str, hlo: str
+) -> dict[str, Any]:
     """The JSON record of one compiled program (see the module docstring)."""
     from editmgt_jax.aot import report
 
     memory = report.memory_bytes(compiled)
     trips = program.info.get("steps", 1) if program.name == "edit" else 1
-    hlo = compiled.as_text()
     colls = report.collectives(hlo, unknown_trip_count=trips)
     devices = topology.devices
     flops = report.model_flops(program.name, program.info)
@@ -154,13 +155,14 @@ def compile_record(program, topology, job: str) -> dict:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         return oom_record(program, topology, job, error, time.perf_counter() - start)
+    hlo = compiled.as_text()  # megabytes for the 1B step: printed once, read by the report
     if FLAGS.dump_hlo:
         from editmgt_jax.atomic import atomic_path
 
         name = f"{job}_{program.name}_{topology.name.replace(':', '_')}.hlo.txt"
         with atomic_path(os.path.join(FLAGS.dump_hlo, name)) as tmp, open(tmp, "w") as f:
-            f.write(compiled.as_text())
-    return program_record(program, compiled, seconds, topology, job)
+            f.write(hlo)
+    return program_record(program, compiled, seconds, topology, job, hlo)
 
 
 def oom_record(program, topology, job: str, error: Exception, seconds: float) -> dict:
@@ -203,11 +205,11 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def _plan_overrides(chosen, config, topology) -> list[str]:
+def _plan_overrides(chosen, config) -> list[str]:
     """The pick's overrides, keeping the config's examples per optimizer update."""
     accumulation = int(config.optim.get("accumulation_steps", 1))
     update = int(config.train.batch_size) * accumulation
-    return chosen.overrides(topology.devices, update, accumulation)
+    return chosen.overrides(update, accumulation)
 
 
 def run_plan(config, topology, devices) -> dict:
@@ -246,7 +248,7 @@ def run_plan(config, topology, devices) -> dict:
         tried=result["tried"],
         correction=result["correction"],
         chosen=None if chosen is None else dict(chosen.__dict__),
-        overrides=None if chosen is None else _plan_overrides(chosen, config, topology),
+        overrides=None if chosen is None else _plan_overrides(chosen, config),
         estimated_step_s=None if chosen is None else result["record"]["estimated_step_s"],
         # The model's growth per example from the compiled pick's bytes: an estimate, not compiled.
         largest_batch_per_chip_estimated=None

@@ -105,8 +105,8 @@ def test_largest_batch_is_the_last_that_fits():
 
 def test_overrides_keep_the_update_size():
     pick = plan.Candidate(1, 2, 4, "none", 4)  # 8 examples a step
-    flags = pick.overrides(8, update_size=256, accumulation=8)
+    flags = pick.overrides(update_size=256, accumulation=8)
     assert "--config.train.batch_size=8" in flags
     assert "--config.optim.accumulation_steps=32" in flags
-    assert not any("accumulation" in f for f in pick.overrides(8, update_size=64, accumulation=8))
-    assert not any("accumulation" in f for f in pick.overrides(8, update_size=100, accumulation=1))
+    assert not any("accumulation" in f for f in pick.overrides(update_size=64, accumulation=8))
+    assert not any("accumulation" in f for f in pick.overrides(update_size=100, accumulation=1))

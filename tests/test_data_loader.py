@@ -58,23 +58,30 @@ def test_shuffle_depends_on_seed_only(shards):
     assert sorted(run(1)) == sorted(f"synthetic-train-s2-{i:08d}" for i in range(NUM))
 
 
+def _assert_resumes(shards, config, before: int, after: int) -> list[dict]:
+    """Takes `before` batches, saves the iterator state through JSON (as a checkpoint does),
+    takes `after` more; a loader restored from that state must yield those same `after` batches.
+    Returns all `before + after` batches of the uninterrupted loader."""
+    with EditLoader(shards, config, process_index=0, process_count=1) as first:
+        taken = [next(first) for _ in range(before)]
+        state = json.loads(json.dumps(first.get_state()))
+        expected = [next(first) for _ in range(after)]
+    with EditLoader(shards, config, process_index=0, process_count=1) as restored:
+        restored.set_state(state)
+        got = [next(restored) for _ in range(after)]
+    for want, have in zip(expected, got, strict=True):
+        assert set(want) == set(have)
+        for key in want:
+            np.testing.assert_array_equal(want[key], have[key])
+    return taken + expected
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_restored_iterator_yields_the_same_next_batches(shards, workers):
     config = LoaderConfig(
         batch_size=4, resolution=32, seed=3, num_epochs=None, worker_count=workers
     )
-    with EditLoader(shards, config, process_index=0, process_count=1) as first:
-        for _ in range(3):
-            next(first)
-        state = json.loads(json.dumps(first.get_state()))  # survives a JSON checkpoint
-        expected = [next(first) for _ in range(3)]
-    with EditLoader(shards, config, process_index=0, process_count=1) as restored:
-        restored.set_state(state)
-        got = [next(restored) for _ in range(3)]
-    for want, have in zip(expected, got, strict=True):
-        assert set(want) == set(have)
-        for key in want:
-            np.testing.assert_array_equal(want[key], have[key])
+    _assert_resumes(shards, config, before=3, after=3)
 
 
 def test_a_category_weighted_loader_resumes_with_the_same_next_batches(shards):
@@ -86,18 +93,8 @@ def test_a_category_weighted_loader_resumes_with_the_same_next_batches(shards):
     config = LoaderConfig(
         batch_size=3, resolution=32, seed=3, num_epochs=None, category_weights=weights
     )
-    with EditLoader(shards, config, process_index=0, process_count=1) as first:
-        before = [next(first) for _ in range(4)]
-        state = json.loads(json.dumps(first.get_state()))  # survives a JSON checkpoint
-        expected = [next(first) for _ in range(12)]  # past the first epoch's end
-    with EditLoader(shards, config, process_index=0, process_count=1) as restored:
-        restored.set_state(state)
-        got = [next(restored) for _ in range(12)]
-    for want, have in zip(expected, got, strict=True):
-        assert set(want) == set(have)
-        for key in want:
-            np.testing.assert_array_equal(want[key], have[key])
-    seen = np.concatenate([b["category"] for b in before + expected])
+    batches = _assert_resumes(shards, config, before=4, after=12)  # past the first epoch's end
+    seen = np.concatenate([b["category"] for b in batches])
     assert CATEGORIES.index("add") not in seen  # the weights were applied
     assert CATEGORIES.index("replace") in seen
 

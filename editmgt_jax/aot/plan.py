@@ -58,11 +58,10 @@ class Candidate:
     def mesh(self) -> tuple[int, int, int]:
         return (self.data, self.fsdp, self.tensor)
 
-    def overrides(self, devices: int, update_size: int = 0, accumulation: int = 1) -> list[str]:
+    def overrides(self, update_size: int = 0, accumulation: int = 1) -> list[str]:
         """The launch.train flags of this layout; with `update_size` (examples an optimizer
         update sees: train.batch_size x optim.accumulation_steps) also the accumulation that
         keeps it, where the new batch divides it."""
-        del devices
         batch = self.batch_per_chip * self.data * self.fsdp
         out = [
             f"--config.mesh.ici_parallelism={self.data},{self.fsdp},{self.tensor}",

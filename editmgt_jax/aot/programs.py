@@ -106,7 +106,9 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if "pipeline" in out and not out.pipeline and not out.get("init_from"):
         # configs/editmgt_crispedit.py leaves it empty for the bundle's; with no bundle, the
         # release's defaults now, so that --config.pipeline.x= overrides apply to them.
-        out.pipeline = _released_pipeline(out)
+        from editmgt_jax.training.config_from_bundle import default_pipeline
+
+        out.pipeline = ml_collections.ConfigDict(default_pipeline(out))
     if "pipeline" not in out:
         out.pipeline = base.pipeline
         out.pipeline.resolution = DEFAULT_EDIT_PX
@@ -114,20 +116,6 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         out.pipeline.capture_blocks = (blocks - 12,) if blocks > 12 else (blocks - 1,)
     out.lock()
     return out
-
-
-def _released_pipeline(config) -> ml_collections.ConfigDict:
-    """The released pipeline's defaults at `config.image_size`, for the config's transformer
-    (its depth: `folder.released_pipeline`), or as released while its fields are placeholders."""
-    from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE
-    from editmgt_jax.checkpoint.folder import released_pipeline
-
-    try:
-        pipeline = released_pipeline(TransformerConfig.from_dict(config.model))
-    except (TypeError, ValueError):  # placeholders (None): the released 42-block model
-        pipeline = dict(DEFAULT_PIPELINE)
-    pipeline["resolution"] = int(config.get("image_size", DEFAULT_EDIT_PX))
-    return ml_collections.ConfigDict(pipeline)
 
 
 def text_shapes(config) -> tuple[int, int, int]:

@@ -221,11 +221,14 @@ class JointAttention(nn.Module):
             q, k, v = (jnp.concatenate(pair, axis=1) for pair in ((q, sq), (k, sk), (v, sv)))
             num_source = source.shape[1]
         biased = num_source and log_strength is not None
-        bias = reference_bias(q.shape[1], num_source, log_strength) if biased else None
+        splash = self.impl in SPLASH_IMPLS  # the bias rides in the kernel's q/k (nn.splash)
+        bias = (
+            reference_bias(q.shape[1], num_source, log_strength) if biased and not splash else None
+        )
         captured = None
         if capture:
             captured = text_queries_attention(q, k, text_len, main_len - text_len, self.precision)
-        if self.impl in SPLASH_IMPLS:
+        if splash:
             out = splash_attention(
                 q,
                 k,

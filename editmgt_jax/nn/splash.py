@@ -76,8 +76,13 @@ def _kernel(heads: int, length: int, padded: int, interpret: bool):
         )
 
 
-def _pad_last(x: Array, width: int) -> Array:
-    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+def _append_column(x: Array, column: Array, width: int) -> Array:
+    """x [batch, L, heads, dim] with `column` [L] as one more feature (the same for every example
+    and head), zero-padded to `width` features."""
+    batch, length, heads, dim = x.shape
+    extra = jnp.broadcast_to(column[None, :, None, None], (batch, length, heads, 1))
+    x = jnp.concatenate([x, extra.astype(x.dtype)], -1)
+    return jnp.pad(x, [(0, 0)] * 3 + [(0, width - dim - 1)])
 
 
 def local_splash_attention(
@@ -93,25 +98,7 @@ def local_splash_attention(
         sigma = jnp.where(jnp.arange(length) >= length - num_source, 1.0, -1.0)
         q_col = -0.5 * jnp.asarray(log_strength, jnp.float32) * sigma
         width = -(-(head_dim + 1) // LANES) * LANES
-        q = jnp.concatenate(
-            [
-                q,
-                jnp.broadcast_to(q_col[None, :, None, None], (batch, length, heads, 1)).astype(
-                    q.dtype
-                ),
-            ],
-            -1,
-        )
-        k = jnp.concatenate(
-            [
-                k,
-                jnp.broadcast_to(sigma[None, :, None, None], (batch, length, heads, 1)).astype(
-                    k.dtype
-                ),
-            ],
-            -1,
-        )
-        q, k = _pad_last(q, width), _pad_last(k, width)
+        q, k = _append_column(q, q_col, width), _append_column(k, sigma, width)
     padded = padded_length(length)
     rows = [(0, 0), (0, padded - length), (0, 0), (0, 0)]
     # [batch, L, heads, dim] -> [batch, heads, padded, dim], the kernel's layout per example.

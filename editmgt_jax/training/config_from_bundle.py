@@ -119,10 +119,25 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             f"{config.model.text_encoder_architecture} transformer ({what}); expected {kind!r}"
         )
     if not config.get("pipeline"):
-        from editmgt_jax.checkpoint.folder import released_pipeline
-
-        config.pipeline = dict(
-            pipeline or released_pipeline(TransformerConfig.from_dict(config.model))
-        )
-        config.pipeline.resolution = config.image_size
+        config.pipeline = default_pipeline(config, pipeline)
     return ml_collections.ConfigDict(config.to_dict())
+
+
+def default_pipeline(
+    config: ml_collections.ConfigDict, bundle_pipeline: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The pipeline a config that leaves it empty gets, at `config.image_size`: its bundle's, else
+    the release's for its transformer (`folder.released_pipeline`; placeholder fields read as the
+    released model's)."""
+    from editmgt_jax.checkpoint.folder import released_pipeline
+
+    if bundle_pipeline:
+        pipeline = dict(bundle_pipeline)
+    else:
+        fields = {
+            k: RELEASED[k] if v is None and k in RELEASED else v
+            for k, v in config.model.to_dict().items()
+        }
+        pipeline = released_pipeline(TransformerConfig.from_dict(fields))
+    pipeline["resolution"] = config.image_size
+    return pipeline
