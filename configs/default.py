@@ -23,7 +23,20 @@ nothing (every step resumes or reuses what it already wrote):
     python -m launch.train --config configs/default.py --workdir workdirs/default_stage5
     python -m launch.train --config configs/default.py --workdir workdirs/default_stage5 \
         --export_to workdirs/default_stage5_bundle
-    python -m launch.eval --checkpoint workdirs/default_stage5_bundle --out workdirs/eval
+    python -m launch.train --config configs/default.py:stage7 --workdir workdirs/default_stage7
+    python -m launch.train --config configs/default.py:stage7 --workdir workdirs/default_stage7 \
+        --export_to workdirs/default_stage7_bundle
+    python -m launch.train --config configs/default.py:stage8 --workdir workdirs/default_stage8
+    python -m launch.train --config configs/default.py:stage8 --workdir workdirs/default_stage8 \
+        --export_to workdirs/default_stage8_bundle
+    python -m launch.fit_source_refiner --config configs/source_refiner.py \
+        --config.vq=workdirs/default_stage8_bundle --out workdirs/default_stage8_refined_bundle
+    python -m launch.eval --checkpoint workdirs/default_stage8_refined_bundle --out workdirs/eval
+
+(Issue 27: stages 7 and 8 add a source-copy gate to stage 5's model, and the PatchVQ gets a
+source-guided refiner for the cells an edit changes; docs/default_model.md, "Clean edits". The
+shipped bundle's sampler margins, `source_logit_bias` / `region_source_bias`, were set on the
+tuning split with `editmgt_jax.checkpoint.bundle.update_pipeline`.)
 
 The tokenizer is a `PatchVQ` (4 px cells, 1,024 codes fitted by k-means): a cell's id depends on
 its own pixels only, so the tokens an edit changes are the cells it changes. Images are 64 px:
@@ -57,7 +70,7 @@ from configs import common, smoke
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    stages = ("stage1", "stage2", "stage3", "stage4", "stage6")
+    stages = ("stage1", "stage2", "stage3", "stage4", "stage6", "stage7", "stage8")
     if arg not in (None, "", *stages):
         raise ValueError(
             f"configs/default.py takes no argument or one of {', '.join(stages)}; got {arg!r}"
@@ -84,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         connector_type="linear",
         text_encoder_architecture="MiniLM",
         timestep_convention="mask_ratio",
+        source_copy=False,
     )
     config.pipeline.update(
         dict(
@@ -182,6 +196,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Tuning split (140 edits, stage 4): the original pixels back wherever the edit is within 6
     # levels of them: +0.3 dB outside (removals +1.7 dB), no success lost; 12 gave the same.
     config.pipeline.paste_back_tolerance = 6.0
+    if arg in ("stage7", "stage8"):
+        return _stage7(config, arg)
     if arg != "stage6":
         return config
     # Stage 6, measured and not shipped: from stage 5's bundle, the last of the 8-hour CPU budget
@@ -195,4 +211,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.train.steps = 1800
     config.optim.learning_rate = 3e-4  # stage 3-5's cosine schedule, a lower peak
+    return config
+
+
+def _stage7(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+    """Stage 7 (issue 27): stage 5's model with a source-copy gate (`model.source_copy`), which
+    starts at zero (the stage-5 weights load in part; the gate is new), on stage 5's data mix.
+
+    Why: clean edits need the rest of the image kept, and stage 5 reproduced only 87% of the
+    target's unchanged tokens (tuning split, world seed 2702701); 55-74% of the squared error
+    outside a local edit sat in cells wholly outside it, and a fixed margin of 2 on the source
+    logit at sampling (`pipeline.source_logit_bias`) raised clean edits 25% -> 30%.
+    """
+    config.init_from = "workdirs/default_stage5_bundle"
+    config.init_partial = True  # the gate's weights are new
+    config.model.source_copy = True
+    config.train.steps = 600  # the paired pilot's length (issue 27), kept as stage 7
+    config.optim = common.optim(
+        learning_rate=5e-4, warmup_steps=50, decay="cosine", end_lr_ratio=0.05
+    )
+    if arg == "stage8":  # 1,200 more steps from stage 7's bundle on a fresh schedule
+        config.init_from = "workdirs/default_stage7_bundle"
+        config.init_partial = False
+        config.train.steps = 1200
     return config

@@ -34,7 +34,7 @@ import numpy as np
 
 from editmgt_jax.checkpoint.bundle import DEFAULT_PIPELINE, Bundle, load_bundle
 from editmgt_jax.editing import images as imio
-from editmgt_jax.models.tokenizer import tokenizer_config, tokenizer_module
+from editmgt_jax.models.tokenizer import decode_edit, tokenizer_config, tokenizer_module
 from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.sampling import transformer_fn
 from editmgt_jax.sampling.decode import DecodeConfig, decode, make_inputs
@@ -169,6 +169,9 @@ class Editor:
         vq = tokenizer_module(self.vq_config)
         self._encode = jax.jit(functools.partial(_vq_encode, vq))
         self._decode_ids = jax.jit(functools.partial(_vq_decode, vq))
+        self._decode_edit = jax.jit(functools.partial(decode_edit, vq))
+        # A PatchVQ with a source-guided refiner decodes an edit's changed cells with it.
+        self.refines = bool(getattr(self.vq_config, "refiner_width", 0))
         self._model_fns: dict[tuple[float, bool], Callable] = {}
         self._uncond = None
         self._domain_noted = False
@@ -213,6 +216,19 @@ class Editor:
         exactly would output. uint8 [N, H, W, 3]."""
         ids = self.tokenize(images)
         return imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, jnp.asarray(ids))))
+
+    def reconstruct_edit(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """What an edit that predicted every token of `targets` exactly would decode to: the
+        target's ids decoded, the source's pixels on cells whose id equals the source's
+        (paste-back), the VQ's refiner (if any) on the others. uint8 [N, H, W, 3] in and out."""
+        target_ids, source_ids = self.tokenize(targets), self.tokenize(sources)
+        decoded = self._decode_edit(
+            self.vq_params,
+            jnp.asarray(target_ids),
+            jnp.asarray(imio.to_float(np.asarray(sources))),
+            jnp.asarray(source_ids),
+        )
+        return imio.to_uint8(np.asarray(decoded))
 
     def tokenize(self, images: np.ndarray) -> np.ndarray:
         """VQ token ids int32 [N, H / stride, W / stride] of uint8 [N, H, W, 3] images whose sides
@@ -321,19 +337,8 @@ class Editor:
         self, steps: int, grid: tuple[int, int], sample_temperature: float | None = None
     ) -> DecodeConfig:
         """The sampler's static settings for `steps` on a token grid (h, w)."""
-        if sample_temperature is None:
-            sample_temperature = float(self.pipeline["sample_temperature"])
-        stride = self.config.token_stride
-        return DecodeConfig(
-            num_steps=int(steps),
-            mask_token_id=self.config.mask_token_id,
-            schedule=self.pipeline["schedule"],
-            temperature=tuple(self.pipeline["temperature"]),
-            timestep_convention=self.config.timestep_convention,
-            score_grid=(grid[0] // stride, grid[1] // stride),
-            smoothing=self.pipeline["smoothing"],
-            score_rescale=self.pipeline["score_rescale"],
-            sample_temperature=float(sample_temperature),
+        return transformer_fn.decode_config_for(
+            self.config, self.pipeline, steps, grid, sample_temperature
         )
 
     def _uncond_text(self):
@@ -533,7 +538,13 @@ class Editor:
             self.decode_config(steps, grid, sample_temperature),
             params=self.params,
         )
-        edited = imio.to_uint8(np.asarray(self._decode_ids(self.vq_params, state.tokens)))
+        if self.refines:  # changed cells through the refiner, the others the source's pixels
+            decoded = self._decode_edit(
+                self.vq_params, state.tokens, jnp.asarray(pixels), jnp.asarray(source_tokens)
+            )
+        else:
+            decoded = self._decode_ids(self.vq_params, state.tokens)
+        edited = imio.to_uint8(np.asarray(decoded))
         tokens, hold, scores = jax.device_get((state.tokens, state.hold_mask, state.scores))
 
         results = []

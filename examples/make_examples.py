@@ -1,5 +1,6 @@
-"""Writes the example scenes of this folder: the first edit of each category of the synthetic world
-with seed 77 (a seed no model was trained on), training phrasings.
+"""Writes the example scenes of this folder: the first edit of each category of the synthetic
+world's held-out split (held-out phrasings and scenes) with seed 2712027, a seed no model was
+trained, tuned or evaluated on; taken in order, not chosen by how the model does on them.
 
     python examples/make_examples.py          # from the repository root
 
@@ -20,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_pipelines.schema import CATEGORIES
 from data_pipelines.synthetic.generate import make_example, png_bytes
 
-SEED = 77
+SEED = 2712027
+SPLIT = "heldout"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,7 +33,7 @@ def short_name(category: str) -> str:
 def main() -> None:
     rows = []
     for index, category in enumerate(CATEGORIES):  # categories cycle with the index
-        example = make_example(SEED, index, size=64, split="train")
+        example = make_example(SEED, index, size=64, split=SPLIT)
         assert example.category == category
         name = short_name(category)
         with open(os.path.join(HERE, f"{name}.png"), "wb") as f:

@@ -31,6 +31,7 @@ off), and writes to `--out`:
       vq_ceiling_paste_back
                           the same with the source's pixels kept on every cell whose target id
                           equals the source's (what paste-back does: the shipped pipeline),
+                          and the VQ's source-guided refiner on the other cells if it has one,
       vq_ceiling_clean    the same round trip with paste-back, judged clean,
     and `records.jsonl` (one line per edit);
   - `figure.png`: source | target | edited | attention | held rows for the first edits of each
@@ -171,14 +172,17 @@ def evaluate(
 
     ceiling = edit_eval.vq_ceiling(examples, editor.reconstruct, batch_size=batch_size)
     pasted = edit_eval.vq_ceiling(
-        examples, editor.reconstruct, tokenize=editor.tokenize, batch_size=batch_size
+        examples,
+        editor.reconstruct,
+        batch_size=batch_size,
+        reconstruct_edit=editor.reconstruct_edit,
     )
     clean_ceiling = edit_eval.vq_ceiling(
         examples,
         editor.reconstruct,
-        tokenize=editor.tokenize,
         batch_size=batch_size,
         judge=metrics.edit_clean,
+        reconstruct_edit=editor.reconstruct_edit,
     )
     for record, value, value_pasted, value_clean in zip(
         records, ceiling, pasted, clean_ceiling, strict=True

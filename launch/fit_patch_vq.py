@@ -12,6 +12,12 @@ would reach; with paste-back, cells whose id did not change keep the source's pi
 Writes `--workdir/vq/` (config.json + safetensors; `editmgt_jax.checkpoint.convert.vq.load_vq`
 reads it, `launch.tokenize_shards --vq` uses it) atomically, and `--workdir/fit.json`; prints the
 same JSON as its last line. Deterministic for a config.
+
+With `extend_from` (a VQ folder or a bundle holding a `PatchVQ`), the fitted codebook keeps that
+one's codes as ids 0..K-1 and adds `num_codes - K` codes fitted on the cells it codes worst (the
+`extend_quantile` share of distinct cells by squared error, weighted by count x error): a cell
+coded well keeps its id, so a transformer trained on the old ids can be grown onto the new
+codebook (`launch.grow_codebook`) instead of trained anew.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from tqdm import tqdm
 
 from data_pipelines.synthetic.generate import make_example
 from editmgt_jax.atomic import atomic_path, make_temp_dir
-from editmgt_jax.checkpoint.convert.vq import save_vq
+from editmgt_jax.checkpoint.convert.vq import load_vq, save_vq
+from editmgt_jax.evaluation import metrics
 from editmgt_jax.evaluation.edit_eval import vq_ceiling
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig, to_patches
+from editmgt_jax.models.vq import nearest_code
 from editmgt_jax.training.kmeans import fit_kmeans, unique_rows
 from launch import cli
 
@@ -53,6 +61,59 @@ def training_cells(examples, patch_size: int) -> np.ndarray:
     return np.asarray(cells).reshape(-1, cells.shape[-1])
 
 
+def load_patch_codebook(path: str, patch_size: int) -> np.ndarray:
+    """The float32 [K, p*p*3] codebook of the `PatchVQ` at `path` (a VQ folder or a bundle)."""
+    model, params = load_vq(path)
+    if not isinstance(model, PatchVQ):
+        raise ValueError(f"extend_from={path!r} holds a {type(model).__name__}, not a PatchVQ")
+    if model.config.patch_size != patch_size:
+        raise ValueError(
+            f"extend_from={path!r} has patch_size {model.config.patch_size}; the config asks for "
+            f"{patch_size}"
+        )
+    return np.asarray(params["codebook"], np.float32)
+
+
+def extended_codebook(
+    base: np.ndarray,
+    points: np.ndarray,
+    counts: np.ndarray,
+    num_codes: int,
+    quantile: float,
+    key,
+    steps: int,
+    progress=None,
+) -> tuple[np.ndarray, dict]:
+    """`base` [K, D] followed by `num_codes - K` codes fitted on the points it codes worst.
+
+    Args:
+      base: the kept codes, float32 [K, D].
+      points: distinct cells, float32 [M, D] in [0, 1]; counts [M].
+      quantile: points whose squared error under `base` exceeds this quantile are refitted,
+        weighted by count x error (a common, badly coded edge cell counts most).
+    Returns:
+      (codebook [num_codes, D], {"mse": weighted mean squared error of the points under the
+      whole codebook (sum over D, as `fit_kmeans`), "extended_points": points refitted})
+    """
+    extra = num_codes - base.shape[0]
+    if extra < 1:
+        raise ValueError(
+            f"num_codes={num_codes} must exceed the {base.shape[0]} codes of extend_from"
+        )
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"extend_quantile must be in [0, 1), got {quantile}")
+    ids = np.asarray(nearest_code(jnp.asarray(points), jnp.asarray(base)))
+    error = np.square(points - base[ids]).sum(-1)
+    hard = error > np.quantile(error, quantile)
+    added, _ = fit_kmeans(
+        points[hard], (counts * error)[hard].astype(np.float32), extra, key, steps, progress
+    )
+    codebook = np.concatenate([base, np.asarray(added, np.float32)])
+    ids = np.asarray(nearest_code(jnp.asarray(points), jnp.asarray(codebook)))
+    mse = float((np.square(points - codebook[ids]).sum(-1) * counts).sum() / counts.sum())
+    return codebook, {"mse": mse, "extended_points": int(hard.sum())}
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Fits the codebook, writes `workdir/vq` and `workdir/fit.json`; returns the report."""
     size, p = config.image_size, config.patch_size
@@ -66,14 +127,27 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.update(1)
         bar.set_postfix(mse=f"{error / 255.0**2 / points.shape[1]:.2e}")
 
-    codebook, info = fit_kmeans(
-        points.astype(np.float32) / 255.0,
-        counts,
-        config.num_codes,
-        jax.random.key(config.seed),
-        config.steps,
-        progress,
-    )
+    extend_from = config.get("extend_from", "")
+    if extend_from:
+        codebook, info = extended_codebook(
+            load_patch_codebook(extend_from, p),
+            points.astype(np.float32) / 255.0,
+            counts,
+            config.num_codes,
+            float(config.get("extend_quantile", 0.7)),
+            jax.random.key(config.seed),
+            config.steps,
+            progress,
+        )
+    else:
+        codebook, info = fit_kmeans(
+            points.astype(np.float32) / 255.0,
+            counts,
+            config.num_codes,
+            jax.random.key(config.seed),
+            config.steps,
+            progress,
+        )
     bar.close()
     model = PatchVQ(PatchVQConfig(patch_size=p, num_vq_embeddings=config.num_codes))
     params = {"codebook": jnp.asarray(codebook)}
@@ -94,6 +168,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ceilings = {
         "vq_ceiling": vq_ceiling(heldout, reconstruct),
         "vq_ceiling_paste_back": vq_ceiling(heldout, reconstruct, tokenize=tokenize),
+        "vq_ceiling_clean": vq_ceiling(
+            heldout, reconstruct, tokenize=tokenize, judge=metrics.edit_clean
+        ),
     }
     per_category: dict = collections.defaultdict(dict)
     for name, values in ceilings.items():
@@ -102,6 +179,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
             per_category[category][name] = float(np.mean(picked))
     report = dict(
         num_codes=config.num_codes,
+        extended_from=extend_from or None,
         patch_size=p,
         distinct_training_cells=int(points.shape[0]),
         train_mse=info["mse"] / points.shape[1],

@@ -53,6 +53,8 @@ LONGEST_FILES = (
     "test_editor_downsample.py",
     "test_serving_units.py",
     "test_eval.py",
+    "test_source_refiner.py",
+    "test_grow_codebook.py",
     "test_sampling_transformer_fn.py",
     "test_docstrings.py",
     "test_attention.py",

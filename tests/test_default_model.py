@@ -3,6 +3,7 @@ held-out synthetic examples (world seeds no config trains on) inside their regio
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -114,8 +115,13 @@ def test_examples_are_the_worlds_scenes_with_their_instructions():
     assert sorted(r["category"] for r in rows) == sorted(
         ["add", "remove", "replace", "color", "background change", "motion change", "style"]
     )
+    spec = importlib.util.spec_from_file_location(
+        "make_examples", os.path.join(EXAMPLES, "make_examples.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     for index, row in enumerate(rows):
-        example = make_example(77, index, size=64, split="train")
+        example = make_example(module.SEED, index, size=64, split=module.SPLIT)
         image = np.asarray(Image.open(os.path.join(EXAMPLES, row["image"])).convert("RGB"))
         np.testing.assert_array_equal(image, example.source)
         assert row["instruction"] == example.instruction
@@ -154,16 +160,23 @@ def test_readme_first_edit_command_runs_as_written(tmp_path):
     argv = shlex.split(command)
     image, out = argv[argv.index("--image") + 1], argv[argv.index("--out") + 1]
     assert (tmp_path / out).is_file()
-    # It edited: the brown star's pixels (examples/color.png: the synthetic world's brown
-    # (130, 80, 40)) turned orange (the world's (245, 140, 20)), not the input written back.
+    # It edited: the named shape's pixels (the synthetic world's colour of its name) turned to
+    # the colour the instruction names, not the input written back.
+    from data_pipelines.synthetic.phrasings import parse_instruction
+    from data_pipelines.synthetic.world import OBJECT_COLORS
+
+    category, slots = parse_instruction(argv[argv.index("--instruction") + 1])
+    assert category == "color", (category, slots)
+    old = OBJECT_COLORS[slots["obj"].split()[0]]
+    new = OBJECT_COLORS[slots["new_color"]]
     source = np.asarray(Image.open(tmp_path / image).convert("RGB"), np.int64)
     edited = np.asarray(Image.open(tmp_path / out).convert("RGB"), np.int64)
     assert edited.shape == source.shape
-    star = np.abs(source - (130, 80, 40)).max(-1) <= 12
-    assert star.sum() >= 50, star.sum()  # the command's star is there to be edited
+    shape = np.abs(source - old).max(-1) <= 12
+    assert shape.sum() >= 50, shape.sum()  # the command's shape is there to be edited
     changed = np.abs(edited - source).max(-1) > 8
-    assert changed[star].mean() >= 0.8, changed[star].mean()
-    assert np.abs(edited[star].mean(0) - (245, 140, 20)).max() <= 40, edited[star].mean(0)
+    assert changed[shape].mean() >= 0.8, changed[shape].mean()
+    assert np.abs(edited[shape].mean(0) - new).max() <= 40, edited[shape].mean(0)
 
 
 def test_the_embedded_model_warns_once_on_inputs_unlike_its_domain():

@@ -87,7 +87,7 @@ def test_launch_edit_output_is_0644_under_umask_022(tmp_path):
     """The command line a user runs (the embedded default model, one shipped example), in a
     process started with umask 022: its new folder is 0755, the edit and heatmaps 0644."""
     out = tmp_path / "edited" / "out.png"
-    args = ["--image", "examples/color.png", "--instruction", "turn the brown star orange"]
+    args = ["--image", "examples/color.png", "--instruction", "the red cross should be green"]
     args += ["--out", str(out), "--steps", "2", "--save_heatmap"]
     result = subprocess.run(
         [sys.executable, "-m", "launch.edit", *args],

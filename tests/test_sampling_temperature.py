@@ -29,3 +29,44 @@ def test_temperature_zero_takes_the_most_likely_code_and_one_samples():
     np.testing.assert_array_equal(sharp, expected)
     with pytest.raises(ValueError, match="sample_temperature"):
         DecodeConfig(4, 7, sample_temperature=-1.0)
+
+
+def test_source_logit_bias_keeps_the_source_code_unless_the_model_is_surer():
+    # The toy prefers (source + 1) % 7 by a logit margin of 1.0 over every other code, the source
+    # included: a bias below that margin changes nothing, one above it keeps every source code.
+    src = np.arange(64, dtype=np.int32).reshape(1, 8, 8) % 7
+    inputs = make_inputs(src, np.zeros((1, 2, 4)), np.zeros((1, 3)), np.zeros(5))
+
+    def run(bias):
+        config = DecodeConfig(4, 7, sample_temperature=0.0, source_logit_bias=bias)
+        return np.asarray(decode(_toy, inputs, jax.random.key(0), config).tokens)
+
+    np.testing.assert_array_equal(run(0.0), (src + 1) % 7)
+    np.testing.assert_array_equal(run(0.5), (src + 1) % 7)
+    np.testing.assert_array_equal(run(1.5), src)
+    with pytest.raises(ValueError, match="source_logit_bias"):
+        DecodeConfig(4, 7, source_logit_bias=float("nan"))
+
+
+def test_region_source_bias_keeps_the_source_where_the_region_score_is_low():
+    # Scores 1 on the top half, 0 on the bottom: with "max" rescaling and no smoothing the margin
+    # is 1.5 at the bottom (beats the toy's 1.0 preference) and 0 at the top.
+    src = np.arange(64, dtype=np.int32).reshape(1, 8, 8) % 7
+    top = np.zeros((8, 8), np.float32)
+    top[:4] = 1.0
+
+    def toy_with_scores(tokens, source, text, pooled, micro, t):
+        logits, _ = _toy(tokens, source, text, pooled, micro, t)
+        return logits, jax.numpy.broadcast_to(top.reshape(1, 64), (tokens.shape[0], 64))
+
+    inputs = make_inputs(src, np.zeros((1, 2, 4)), np.zeros((1, 3)), np.zeros(5))
+    config = DecodeConfig(
+        4, 7, sample_temperature=0.0, smoothing="none", score_rescale="max",
+        region_source_bias=1.5,
+    )  # fmt: skip
+    tokens = np.asarray(decode(toy_with_scores, inputs, jax.random.key(0), config).tokens)
+    np.testing.assert_array_equal(tokens[0, :4], ((src + 1) % 7)[0, :4])
+    np.testing.assert_array_equal(tokens[0, 4:], src[0, 4:])
+    # Without scores from the model the region margin has nothing to follow: plain decoding.
+    plain = np.asarray(decode(_toy, inputs, jax.random.key(0), config).tokens)
+    np.testing.assert_array_equal(plain, (src + 1) % 7)

@@ -10,8 +10,8 @@ and the page keeps working.
 The server is a subprocess on a random smoke bundle (32 px). Set EDITMGT_SERVE_CHECKPOINT to a
 bundle folder (or `default` for the embedded model) and EDITMGT_SERVE_SCREENSHOT to a PNG path to
 make the documentation's screenshot (docs/serve_screenshot.png) with these same steps; then the
-page lists the shipped `examples/` and the painted edit is the colour example's (its star
-painted over, "turn the brown star orange").
+page lists the shipped `examples/` and the painted edit is the colour example's (its cross
+painted over, "the red cross should be green").
 """
 
 from __future__ import annotations
@@ -49,13 +49,15 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 START_TIMEOUT_S = 600  # a bound for a loaded machine, not a timing
 EDIT_TIMEOUT_S = 240
 SCREENSHOT = os.environ.get("EDITMGT_SERVE_SCREENSHOT")
-# The screenshot's edit: the shipped colour example, a zigzag stroke over its star (screen
-# offsets from the canvas centre; the star sits left of centre, a little below it).
+# The screenshot's edit: the shipped colour example, a zigzag stroke over its cross (screen
+# offsets from the canvas centre, about 6 per image pixel; the cross sits right of centre,
+# image rows 25-46 and columns 33-60).
 SCREENSHOT_EDIT = (
     os.path.join(ROOT, "examples", "color.png"),
-    "turn the brown star orange",
-    [(-125, -15), (-45, -15), (-45, 10), (-125, 10), (-125, 35), (-45, 35), (-45, 60), (-125, 60)],
-)
+    "the red cross should be green",
+    [(5, -40), (175, -40), (175, -15), (5, -15), (5, 10), (175, 10), (175, 35), (5, 35),
+     (5, 60), (175, 60), (175, 85), (5, 85)],
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

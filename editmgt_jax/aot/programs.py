@@ -357,17 +357,7 @@ def edit_program(config, devices, batch: int = 1, steps: int | None = None) -> P
     model_fn = transformer_fn.make_model_fn(
         cfg, blocks if hold else (), float(pipe.reference_strength)
     )
-    decode_config = decode_lib.DecodeConfig(  # as Editor.decode_config builds it
-        num_steps=int(steps or pipe.steps),
-        mask_token_id=cfg.mask_token_id,
-        schedule=pipe.schedule,
-        temperature=tuple(pipe.temperature),
-        timestep_convention=cfg.timestep_convention,
-        score_grid=(grid // cfg.token_stride,) * 2,
-        smoothing=pipe.smoothing,
-        score_rescale=pipe.score_rescale,
-        sample_temperature=float(pipe.sample_temperature),
-    )
+    decode_config = transformer_fn.decode_config_for(cfg, pipe, steps or pipe.steps, (grid, grid))
     params = _abstract_params(cfg, mesh, grid, text_len)
     by_batch = NamedSharding(mesh, _batch_spec(mesh, batch))
     f32 = jnp.float32

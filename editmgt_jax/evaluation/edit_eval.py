@@ -99,6 +99,7 @@ def vq_ceiling(
     tokenize: Any = None,
     batch_size: int = 64,
     judge: Any = metrics.edit_success,
+    reconstruct_edit: Any = None,
 ) -> list[float]:
     """Per example, 1.0 if the tokenizer's round trip of the *target* counts as a successful edit
     (`judge(source, target, edited, mask)`: `metrics.edit_success`, or `metrics.edit_clean`).
@@ -107,14 +108,18 @@ def vq_ceiling(
     over a split bounds the success any transformer can reach with this VQ. `reconstruct` maps
     uint8 [N, H, W, 3] to its VQ round trip (`Editor.reconstruct`). With `tokenize`
     (`Editor.tokenize`), cells whose target id equals the source's keep the source's pixels, as
-    paste-back does.
+    paste-back does. With `reconstruct_edit` (`Editor.reconstruct_edit(sources, targets)`: the
+    same paste-back, and a PatchVQ's source-guided refiner on the changed cells), that instead.
     """
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         targets = np.stack([e.target for e in chunk])
-        rebuilt = reconstruct(targets)
-        if tokenize is not None:
+        if reconstruct_edit is not None:
+            rebuilt = reconstruct_edit(np.stack([e.source for e in chunk]), targets)
+        else:
+            rebuilt = reconstruct(targets)
+        if tokenize is not None and reconstruct_edit is None:
             target_ids = tokenize(targets)
             source_ids = tokenize(np.stack([e.source for e in chunk]))
             rebuilt = [

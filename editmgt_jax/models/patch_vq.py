@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from editmgt_jax.common_types import Array, DType
+from editmgt_jax.models.source_refiner import SourceRefiner
 from editmgt_jax.models.vq import check_ids, check_images, lookup_codes, nearest_code
 
 CLASS_NAME = "PatchVQ"
@@ -46,16 +47,23 @@ class PatchVQConfig:
     patch_size: pixels per cell side (the tokenizer's stride).
     in_channels: image channels (3: RGB).
     num_vq_embeddings: codebook size.
+    refiner_width: channels of the source-guided decoder of changed cells
+        (`source_refiner.SourceRefiner`, ours); 0: none (decoding is the codebook patches).
+    refiner_depth: its 3 x 3 convolutions.
     """
 
     patch_size: int = 4
     in_channels: int = 3
     num_vq_embeddings: int = 1024
+    refiner_width: int = 0
+    refiner_depth: int = 3
 
     def __post_init__(self):
-        for name in ("patch_size", "in_channels", "num_vq_embeddings"):
+        for name in ("patch_size", "in_channels", "num_vq_embeddings", "refiner_depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"PatchVQConfig.{name}={getattr(self, name)}; expected >= 1")
+        if int(self.refiner_width) < 0:
+            raise ValueError(f"PatchVQConfig.refiner_width={self.refiner_width}; expected >= 0")
 
     @property
     def stride(self) -> int:
@@ -106,7 +114,11 @@ class PatchVQ(nn.Module):
     - `encode_to_ids(images [B,H,W,C] in [0,1]) -> int32 [B,H/p,W/p]`
     - `decode_ids(ids [B,h,w]) -> images [B,h*p,w*p,C] in [0,1]`
 
-    Params: `codebook` [num_vq_embeddings, p*p*C], patches in [0, 1].
+    - `refine(decoded [B,H,W,C], source [B,H,W,C], changed bool [B,H,W]) -> [B,H,W,C]` (with a
+      refiner: the changed pixels from the source-guided decoder; else `decoded` where changed)
+
+    Params: `codebook` [num_vq_embeddings, p*p*C], patches in [0, 1]; with `refiner_width`, the
+    refiner's under `refiner`.
     """
 
     config: PatchVQConfig = PatchVQConfig()
@@ -120,10 +132,27 @@ class PatchVQ(nn.Module):
         self.codebook = self.param(
             "codebook", init, (cfg.num_vq_embeddings, cfg.embed_dim), self.param_dtype
         )
+        if cfg.refiner_width:
+            self.refiner = SourceRefiner(cfg.refiner_width, cfg.refiner_depth)
+
+    @property
+    def has_refiner(self) -> bool:
+        return bool(self.config.refiner_width)
 
     def __call__(self, images: Array) -> Array:
-        """Round trip (used to initialise params): images -> decoded images."""
-        return self.decode_ids(self.encode_to_ids(images))
+        """Round trip (used to initialise params): images -> decoded images (refined as if
+        every cell changed, so a refiner's params are created too)."""
+        decoded = self.decode_ids(self.encode_to_ids(images))
+        if self.has_refiner:
+            decoded = self.refine(decoded, images, jnp.ones(images.shape[:3], bool))
+        return decoded
+
+    def refine(self, decoded: Array, source: Array, changed: Array) -> Array:
+        """Changed pixels from the source-guided decoder (`decoded` there without a refiner),
+        the source's elsewhere. decoded / source [B,H,W,C] in [0,1]; changed bool [B,H,W]."""
+        if not self.has_refiner:
+            return jnp.where(changed[..., None], decoded, source)
+        return self.refiner(decoded, source, changed)
 
     def encode_to_ids(self, images: Array) -> Array:
         """[B,H,W,C] float in [0,1] -> token ids [B,H/p,W/p] int32 (nearest codebook patch)."""

@@ -3,6 +3,7 @@
 In:  ids [B, H, W] -> embedding -> RMSNorm -> 1x1 conv -> (RMSNorm, 2x2 stride-2 conv) -> [B, h, w, d]
 Out: [B, h, w, d] -> (RMSNorm, 2x2 stride-2 transposed conv) -> 1x1 conv -> RMSNorm -> 1x1 conv
      -> logits [B, H, W, codebook]
+     (+ with `source_copy`, ours: a per-token gate added to the source token's logit)
 """
 
 from __future__ import annotations
@@ -148,3 +149,49 @@ class MlmHead(nn.Module):
             **kw,
         )
         return batch_sharded(to_logits(x), ACT_VOCAB)
+
+
+def add_source_logit(logits: Array, source_tokens: Array, gate: Array) -> Array:
+    """`logits` with `gate` added to each position's source-token logit.
+
+    Args:
+      logits: [B, H, W, C] float.
+      source_tokens: [B, H, W] int ids in [0, C).
+      gate: [B, H, W] float (0 leaves the logits as they are).
+    Returns:
+      [B, H, W, C], the dtype of `logits`.
+    """
+    codes = jnp.arange(logits.shape[-1], dtype=source_tokens.dtype)
+    is_source = codes == source_tokens[..., None]
+    return logits + jnp.where(is_source, gate[..., None], 0.0).astype(logits.dtype)
+
+
+class SourceCopyGate(nn.Module):
+    """[B, H, W, d] output features and [B, H, W, d] source-token embeddings -> gate [B, H, W].
+
+    Ours, not in the official model (`TransformerConfig.source_copy`): an unchanged cell must
+    reproduce its source code exactly, which the 2 x 2-pooled hidden state of a small model does
+    poorly (the embedded model reproduced 87% of the target's unchanged tokens); a learned margin
+    on the source code makes copying one decision per cell. The last layer starts at zero, so a
+    model warm-started with the gate computes what it did without it.
+    """
+
+    hidden: int = 64
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    @nn.compact
+    def __call__(self, features: Array, source_embedding: Array) -> Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
+        x = jnp.concatenate([features, source_embedding], axis=-1)
+        x = nn.gelu(dense(self.hidden, (EMBED, MLP), use_bias=True, name="fc1", **kw)(x))
+        out = nn.Dense(
+            1,
+            use_bias=True,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP, None)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+            name="fc2",
+            **kw,
+        )(x)
+        return out[..., 0].astype(jnp.float32)

@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from editmgt_jax.common_types import DType
+from editmgt_jax.common_types import Array, DType
 from editmgt_jax.models.patch_vq import CLASS_NAME as PATCH_VQ
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig
 from editmgt_jax.models.vq import VQConfig, VQModel
@@ -38,3 +38,25 @@ def tokenizer_module(
     if isinstance(config, PatchVQConfig):
         return PatchVQ(config, dtype=dtype, param_dtype=param_dtype)
     return VQModel(config, dtype=dtype, param_dtype=param_dtype)
+
+
+def decode_edit(
+    model: nn.Module, params: Any, ids: Array, source: Array, source_ids: Array
+) -> Array:
+    """An edit's ids decoded: the source's pixels on every cell whose id is the source's (they
+    did not change), and on the others the codes, through a PatchVQ's source-guided refiner if
+    it has one (`PatchVQ.refine`).
+
+    Args:
+      model, params: the tokenizer (`tokenizer_module`) and its params.
+      ids, source_ids: int [B, h, w].
+      source: float [B, h * stride, w * stride, 3] in [0, 1].
+    Returns:
+      float [B, H, W, 3] in [0, 1].
+    """
+    decoded = model.apply({"params": params}, ids, method=model.decode_ids)
+    stride = decoded.shape[1] // ids.shape[1]
+    changed = jnp.repeat(jnp.repeat(ids != source_ids, stride, axis=1), stride, axis=2)
+    if isinstance(model, PatchVQ):
+        return model.apply({"params": params}, decoded, source, changed, method=model.refine)
+    return jnp.where(changed[..., None], decoded, source)

@@ -39,7 +39,14 @@ from editmgt_jax.models.blocks import (
     DoubleStreamBlock,
     SingleStreamBlock,
 )
-from editmgt_jax.models.token_io import Downsample, MlmHead, TokenEmbed, Upsample
+from editmgt_jax.models.token_io import (
+    Downsample,
+    MlmHead,
+    SourceCopyGate,
+    TokenEmbed,
+    Upsample,
+    add_source_logit,
+)
 from editmgt_jax.models.transformer_config import (
     MICRO_COND_CHANNELS,
     NORM_EPS,
@@ -236,21 +243,21 @@ class Transformer(nn.Module):
         )
         to_hidden = dense(d, (MLP, EMBED), use_bias=False, name="project_to_hidden", **kw)
 
-        def tokens_in(ids):
-            x = embed(ids)
+        def tokens_in(x):  # embedded ids [B, H, W, d]
             if down is not None:
                 x = down(x)
             x = x.reshape(batch, -1, d)
             return to_hidden(to_hidden_norm(x)).astype(jnp.float32)
 
         grid_h, grid_w = height // cfg.token_stride, width // cfg.token_stride
-        image = tokens_in(tokens)
+        image = tokens_in(embed(tokens))
         rope = rope_tables(
             jnp.asarray(grid_position_ids(grid_h, grid_w)), cfg.axes_dims_rope, ROPE_THETA
         )
-        source, source_temb = None, None
+        source, source_temb, source_embedding = None, None, None
         if source_tokens is not None:
-            source = tokens_in(source_tokens)
+            source_embedding = embed(source_tokens)
+            source = tokens_in(source_embedding)
             source_temb = time_text_embed(jnp.zeros_like(timestep), condition)
         cond = BlockConditioning(
             temb=temb,
@@ -293,6 +300,9 @@ class Transformer(nn.Module):
         if cfg.upsample:
             x = Upsample(eps=NORM_EPS, name="up_block", **kw)(x)
         logits = MlmHead(cfg.codebook_size, NORM_EPS, name="mlm_layer", **kw)(x)
+        if cfg.source_copy and source_tokens is not None:
+            gate = SourceCopyGate(name="source_copy", **kw)(x, source_embedding)
+            logits = add_source_logit(logits, source_tokens, gate)
         if not capture_blocks:
             return logits
         if capture_reduce:

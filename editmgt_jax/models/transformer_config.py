@@ -64,6 +64,9 @@ class TransformerConfig:
     # same kernel in the Pallas interpreter, CPU tests only)
     attention_impl: str = "xla"
     attention_chunk: int = DEFAULT_QUERY_CHUNK  # query rows per block of logits (xla); 0: one
+    # A learned margin on each position's source-token logit (token_io.SourceCopyGate); not in the
+    # official model (which cannot load it), used by the embedded default model.
+    source_copy: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "axes_dims_rope", tuple(int(a) for a in self.axes_dims_rope))
@@ -143,6 +146,11 @@ class TransformerConfig:
 
     def to_official_dict(self) -> dict[str, Any]:
         """The official constructor arguments (for exporting a `config.json`)."""
+        if self.source_copy:
+            raise ValueError(
+                "source_copy=True adds a gate the official Transformer2DModel does not have; "
+                "such a model cannot be exported to the official format"
+            )
         return {
             "_class_name": "Transformer2DModel",
             "patch_size": 1,

@@ -75,6 +75,12 @@ class DecodeConfig:
         sample_temperature: masked tokens are sampled from softmax(logits / t); 1 as official, 0
             takes the most likely code (a small model's spread-out distribution otherwise puts
             random codes into an edit).
+        source_logit_bias: added to the source token's logit at every masked position before
+            sampling (0 as official): a margin the model must beat to change a token, so a code it
+            is unsure of keeps the source's (what a clean edit keeps outside its region).
+        region_source_bias: a further margin times (1 - region score): large where the
+            consolidated attention says the edit is not, none at its peak (a soft region-hold;
+            needs scores from the model, else ignored).
         record_steps: keep per-step records ([N, B, H, W]) in the state, for tests and plots.
     """
 
@@ -87,6 +93,8 @@ class DecodeConfig:
     smoothing: str = "adaptive"
     score_rescale: str = "minmax"
     sample_temperature: float = 1.0
+    source_logit_bias: float = 0.0
+    region_source_bias: float = 0.0
     record_steps: bool = False
 
     def __post_init__(self):
@@ -97,6 +105,9 @@ class DecodeConfig:
             )
         if not (np.isfinite(self.sample_temperature) and self.sample_temperature >= 0):
             raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature!r}")
+        for name in ("source_logit_bias", "region_source_bias"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {self.num_steps!r}")
         if not isinstance(self.mask_token_id, int) or self.mask_token_id < 0:
@@ -362,22 +373,6 @@ def _step(
         g = inputs.guidance[:, None, None, None]
         logits = jnp.where(g > 1, uncond + g * (cond - uncond), cond)
 
-    # One Gumbel draw per sample and step serves both the categorical sample (Gumbel-max over the
-    # C codes) and the re-masking noise (the extra channel): one PRNG call compiles much faster.
-    keys = jax.vmap(lambda k: jax.random.split(k, 2))(state.rng)
-    rng, step_keys = keys[:, 0], keys[:, 1]
-    codes = logits.shape[-1]
-    noise = jax.vmap(lambda k: jax.random.gumbel(k, (height, width, codes + 1), jnp.float32))(
-        step_keys
-    )
-    if config.sample_temperature == 0:
-        sampled = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    else:
-        scaled = logits if config.sample_temperature == 1 else logits / config.sample_temperature
-        sampled = jnp.argmax(scaled + noise[..., :codes], axis=-1).astype(jnp.int32)
-    sampled = jnp.where(unknown, sampled, tokens)
-
-    held = jnp.zeros_like(unknown)
     region = state.scores
     if scores is not None:
         if scores.ndim not in (2, 3) or scores.shape[0] != halves * batch:
@@ -398,6 +393,32 @@ def _step(
             scores, grid, (height, width), config.smoothing, config.score_rescale
         )
         region = region.reshape(batch, height, width)
+    if config.source_logit_bias or config.region_source_bias:
+        # The margin a code must beat to replace the source's: uniform, plus more where the
+        # region score says the edit is not (scores in [0, 1] after rescaling).
+        margin = jnp.full((batch, height, width), config.source_logit_bias, jnp.float32)
+        if config.region_source_bias and scores is not None:
+            margin = margin + config.region_source_bias * (1.0 - jnp.clip(region, 0.0, 1.0))
+        codes_range = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+        is_source = codes_range == inputs.source_tokens[..., None]
+        logits = logits + jnp.where(is_source, margin[..., None], 0.0)
+
+    # One Gumbel draw per sample and step serves both the categorical sample (Gumbel-max over the
+    # C codes) and the re-masking noise (the extra channel): one PRNG call compiles much faster.
+    keys = jax.vmap(lambda k: jax.random.split(k, 2))(state.rng)
+    rng, step_keys = keys[:, 0], keys[:, 1]
+    codes = logits.shape[-1]
+    noise = jax.vmap(lambda k: jax.random.gumbel(k, (height, width, codes + 1), jnp.float32))(
+        step_keys
+    )
+    if config.sample_temperature == 0:
+        sampled = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        scaled = logits if config.sample_temperature == 1 else logits / config.sample_temperature
+        sampled = jnp.argmax(scaled + noise[..., :codes], axis=-1).astype(jnp.int32)
+    sampled = jnp.where(unknown, sampled, tokens)
+
+    held = jnp.zeros_like(unknown)
     if inputs.hold_threshold is not None:
         if scores is None:
             raise ValueError("hold_threshold is set but model_fn returned no scores")

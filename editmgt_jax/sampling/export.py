@@ -44,7 +44,7 @@ import numpy as np
 from editmgt_jax.atomic import atomic_path
 from editmgt_jax.models.transformer_config import TransformerConfig
 from editmgt_jax.sampling import transformer_fn
-from editmgt_jax.sampling.decode import DecodeConfig, EditInputs, decode
+from editmgt_jax.sampling.decode import EditInputs, decode
 
 INPUT_NAMES = (
     "source_tokens",
@@ -98,18 +98,7 @@ def sampler_settings(
     )
     blocks = tuple(pipeline["capture_blocks"])
     model_fn = transformer_fn.make_model_fn(config, blocks, strength, query=False)
-    stride = config.token_stride
-    decode_config = DecodeConfig(
-        num_steps=int(steps),
-        mask_token_id=config.mask_token_id,
-        schedule=pipeline["schedule"],
-        temperature=tuple(pipeline["temperature"]),
-        timestep_convention=config.timestep_convention,
-        score_grid=(grid[0] // stride, grid[1] // stride),
-        smoothing=pipeline["smoothing"],
-        score_rescale=pipeline.get("score_rescale", "minmax"),
-        sample_temperature=float(pipeline.get("sample_temperature", 1.0)),
-    )
+    decode_config = transformer_fn.decode_config_for(config, pipeline, steps, grid)
     return model_fn, decode_config, bool(blocks)
 
 

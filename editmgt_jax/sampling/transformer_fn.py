@@ -31,14 +31,45 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from editmgt_jax.models.transformer import Transformer
 from editmgt_jax.models.transformer_config import TransformerConfig
+from editmgt_jax.sampling.decode import DecodeConfig
+
+
+def decode_config_for(
+    config: TransformerConfig,
+    pipeline: Mapping[str, Any],
+    steps: int,
+    grid: tuple[int, int],
+    sample_temperature: float | None = None,
+) -> DecodeConfig:
+    """The sampler's static settings for a bundle's `pipeline` (a dict or ConfigDict; fields a
+    bundle predates take `DecodeConfig`'s defaults) on a token grid (h, w), as `Editor`, the
+    exported sampler and the AOT sampler program all build it."""
+    get = pipeline.get
+    if sample_temperature is None:
+        sample_temperature = get("sample_temperature", 1.0)
+    stride = config.token_stride
+    return DecodeConfig(
+        num_steps=int(steps),
+        mask_token_id=config.mask_token_id,
+        schedule=pipeline["schedule"],
+        temperature=tuple(pipeline["temperature"]),
+        timestep_convention=config.timestep_convention,
+        score_grid=(grid[0] // stride, grid[1] // stride),
+        smoothing=pipeline["smoothing"],
+        score_rescale=get("score_rescale", "minmax"),
+        sample_temperature=float(sample_temperature),
+        source_logit_bias=float(get("source_logit_bias", 0.0)),
+        region_source_bias=float(get("region_source_bias", 0.0)),
+    )
+
 
 if TYPE_CHECKING:  # the sampler's model_fn needs no tokenizer (nor the `tokenizers` package)
     from editmgt_jax.models.text.tokenizer import TextTokenizer

@@ -55,3 +55,44 @@ def codebook_informed_tables(params: dict, codebook: np.ndarray, key: PRNGKey) -
         conv2=dict(new["mlm_layer"]["conv2"], kernel=jnp.asarray(readout, kernel.dtype)),
     )
     return new
+
+
+def grown_token_tables(params: dict, old_codebook: np.ndarray, new_codebook: np.ndarray) -> dict:
+    """`params` (a Transformer's, unboxed) for a codebook that keeps `old_codebook` [K, D] as its
+    first K codes and adds codes after them (`new_codebook` [K', D], K' > K).
+
+    Each added code starts with the embedding row and output column of its nearest old code, and
+    the mask token's row moves to the new last id (K'). An added code's logit then ties with its
+    nearest old code's, which has the lower id, so the most likely code is what the old model
+    predicted (its probability shared with the tied codes, which can change a sampler's reveal
+    order) until training breaks the tie; every other weight is unchanged.
+    """
+    old = np.asarray(old_codebook, np.float32)
+    new = np.asarray(new_codebook, np.float32)
+    k, k_new = old.shape[0], new.shape[0]
+    if k_new <= k or new.shape[1] != old.shape[1] or not np.array_equal(new[:k], old):
+        raise ValueError(
+            f"the new codebook {new.shape} must start with the old one's {old.shape} codes "
+            "(unchanged) and add at least one"
+        )
+    embedding = np.asarray(params["embed"]["embeddings"]["embedding"])
+    kernel = np.asarray(params["mlm_layer"]["conv2"]["kernel"])
+    if kernel.shape[1] != k or embedding.shape[0] != k + 1:
+        raise ValueError(
+            f"the model predicts {kernel.shape[1]} codes with {embedding.shape[0]} embeddings; "
+            f"the old codebook has {k} codes (expected {k} and {k + 1})"
+        )
+    nearest = np.argmin(
+        np.square(new[k:, None, :] - old[None, :, :]).sum(-1), axis=1
+    )  # [K' - K] ids of old codes
+    table = np.concatenate([embedding[:k], embedding[nearest], embedding[k:]])
+    readout = np.concatenate([kernel, kernel[:, nearest]], axis=1)
+    grown = jax.tree.map(lambda x: x, params)
+    grown["embed"] = dict(
+        grown["embed"], embeddings={"embedding": jnp.asarray(table, embedding.dtype)}
+    )
+    grown["mlm_layer"] = dict(
+        grown["mlm_layer"],
+        conv2=dict(grown["mlm_layer"]["conv2"], kernel=jnp.asarray(readout, kernel.dtype)),
+    )
+    return grown

@@ -25,17 +25,18 @@ from editmgt_jax.checkpoint.convert.table import (
     ConversionError,
     Rule,
     abstract_param_shapes,
+    flatten,
     layer_rules,
     norm_rules,
     to_ours,
     to_theirs,
+    unflatten,
 )
 from editmgt_jax.common_types import DType
 from editmgt_jax.models.patch_vq import CLASS_NAME as PATCH_VQ
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig
 from editmgt_jax.models.vq import VQConfig, VQModel
 
-_PATCH_KEY = "codebook"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 # Folder layouts we read: (config, weights glob), released layout first, then the fixture's.
 _LAYOUTS = (("config.json", "*.safetensors"), ("vq_config.json", "vq*.safetensors"))
@@ -185,13 +186,20 @@ def _load_patch_vq(folder, config, pattern, dtype, param_dtype) -> tuple[PatchVQ
     """A `PatchVQ` folder: config.json (`_class_name: PatchVQ`) + its `codebook` tensor."""
     model = PatchVQ(PatchVQConfig.from_diffusers(config), dtype=dtype, param_dtype=param_dtype)
     state = read_state_dict(folder, pattern)
-    want = {_PATCH_KEY: (model.config.num_vq_embeddings, model.config.embed_dim)}
+    want = patch_vq_shapes(model)
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != want:
         raise ConversionError(
             f"PatchVQ checkpoint {folder!r} holds tensors {got}; expected exactly {want}"
         )
-    return model, {_PATCH_KEY: jnp.asarray(state[_PATCH_KEY], param_dtype)}
+    return model, unflatten({k: jnp.asarray(v, param_dtype) for k, v in state.items()})
+
+
+def patch_vq_shapes(model: PatchVQ) -> dict[str, tuple[int, ...]]:
+    """{'codebook': shape, 'refiner/...': shape} of a PatchVQ's params (flattened as stored)."""
+    cfg = model.config
+    images = jax.ShapeDtypeStruct((1, cfg.stride, cfg.stride, cfg.in_channels), jnp.float32)
+    return abstract_param_shapes(model, images)
 
 
 def save_vq(folder: str, model: VQModel | PatchVQ, params: dict) -> None:
@@ -202,7 +210,7 @@ def save_vq(folder: str, model: VQModel | PatchVQ, params: dict) -> None:
     writer has no bfloat16).
     """
     if isinstance(model, PatchVQ):
-        state = {_PATCH_KEY: np.asarray(params[_PATCH_KEY], np.float32)}
+        state = {k: np.asarray(v, np.float32) for k, v in flatten(jax.device_get(params)).items()}
         write_folder(folder, model.config.to_diffusers(), state, WEIGHTS_NAME)
         return
     state = to_theirs(vq_rules(model.config), params, what="VQ parameters")

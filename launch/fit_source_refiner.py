@@ -1,0 +1,217 @@
+r"""Fits a source-guided refiner (`models.source_refiner`) onto a `PatchVQ` and writes it out.
+
+    python -m launch.fit_source_refiner --config configs/source_refiner.py \
+        --config.vq=editmgt_jax/assets/default_model --out workdirs/refined_bundle
+
+`config.vq` is a bundle (then `--out` is that bundle with the refined VQ: same transformer, text
+encoder and pipeline; the transformer's token ids are unchanged) or a PatchVQ folder (then
+`--out` is a VQ folder). The pairs and the judging split are in the config (its docstring).
+Writes atomically, refuses an existing `--out`, and prints (and stores as `refiner_fit` in a
+bundle's metadata, or `--out`/fit.json beside a folder) a JSON report: the final training loss
+and the clean ceiling per category before and after.
+
+With `config.refiner_from` (a bundle or VQ folder whose PatchVQ has a refiner and the same
+codebook), its fitted refiner and report are copied instead of fitting again (the fit depends
+on the codebook and the config only, not on the transformer):
+
+    python -m launch.fit_source_refiner --config configs/source_refiner.py \
+        --config.vq=NEW_BUNDLE --config.refiner_from=REFINED_BUNDLE --out OUT
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from launch import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "The refined bundle or VQ folder (must not exist).")
+flags.mark_flags_as_required(["out"])
+
+
+def _pairs(vq_model, vq_params, examples):
+    """RefinerData of examples: the target's codes decoded, the changed cells' pixels."""
+    import jax.numpy as jnp
+
+    from editmgt_jax.training.refiner_fit import RefinerData
+
+    sources = np.stack([e.source for e in examples])
+    targets = np.stack([e.target for e in examples])
+    encode = lambda x: vq_model.apply(
+        {"params": vq_params}, jnp.asarray(x, jnp.float32) / 255.0, method=vq_model.encode_to_ids
+    )
+    decoded, changed = [], []
+    for start in range(0, len(examples), 256):
+        s_ids, t_ids = encode(sources[start : start + 256]), encode(targets[start : start + 256])
+        image = vq_model.apply({"params": vq_params}, t_ids, method=vq_model.decode_ids)
+        decoded.append(np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8))
+        stride = vq_model.config.stride
+        cells = np.asarray(s_ids != t_ids)
+        changed.append(np.repeat(np.repeat(cells, stride, axis=1), stride, axis=2))
+    return RefinerData(np.concatenate(decoded), sources, targets, np.concatenate(changed))
+
+
+def _clean_ceiling(editor_like, examples) -> dict:
+    from editmgt_jax.evaluation import metrics
+
+    rebuilt = editor_like(
+        np.stack([e.source for e in examples]), np.stack([e.target for e in examples])
+    )
+    by = collections.defaultdict(list)
+    for example, image in zip(examples, rebuilt, strict=True):
+        mask = np.asarray(example.mask) > 0
+        by[example.category].append(
+            float(metrics.edit_clean(example.source, example.target, image, mask))
+        )
+    out = {c: float(np.mean(v)) for c, v in sorted(by.items())}
+    out["overall"] = float(np.mean([x for v in by.values() for x in v]))
+    return out
+
+
+def fit(config, out: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from data_pipelines.synthetic.generate import make_example
+    from editmgt_jax import paths
+    from editmgt_jax.checkpoint.convert.vq import load_vq
+    from editmgt_jax.models.patch_vq import PatchVQ
+    from editmgt_jax.models.source_refiner import SourceRefiner
+    from editmgt_jax.models.tokenizer import decode_edit
+    from editmgt_jax.training.refiner_fit import fit_refiner
+
+    if not config.vq:
+        raise ValueError("config.vq is required: a bundle with a PatchVQ, or a PatchVQ folder")
+    if paths.exists(out):
+        raise FileExistsError(f"--out {out!r} exists; choose a new folder")
+    model, params = load_vq(config.vq)
+    if not isinstance(model, PatchVQ):
+        raise ValueError(f"config.vq={config.vq!r} holds a {type(model).__name__}, not a PatchVQ")
+    params = {"codebook": params["codebook"]}  # a refiner already there is refitted
+    if config.get("refiner_from"):
+        refined_model, refined, report = _copied_refiner(config.refiner_from, model, params)
+        _write(config.vq, out, refined_model, refined, report)
+        return report
+    plain = PatchVQ(dataclasses.replace(model.config, refiner_width=0))
+    size = config.image_size
+    train = [
+        make_example(config.synthetic_seed, i, size, "train")
+        for i in tqdm(range(config.num_examples), desc="train world", leave=False)
+    ]
+    heldout = [
+        make_example(config.eval_seed, i, size, "heldout")
+        for i in tqdm(range(config.eval_examples), desc="tuning split", leave=False)
+    ]
+    bar = tqdm(total=config.steps, desc="refiner")
+    fitted, losses = fit_refiner(
+        SourceRefiner(config.width, config.depth),
+        _pairs(plain, params, train),
+        jax.random.key(config.seed),
+        config.steps,
+        config.batch_size,
+        config.learning_rate,
+        progress=lambda i, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")),
+    )
+    bar.close()
+    refined_model = PatchVQ(
+        dataclasses.replace(model.config, refiner_width=config.width, refiner_depth=config.depth)
+    )
+    refined = dict(params, refiner=fitted["params"])
+
+    def rebuild(vq, vq_params):
+        fn = jax.jit(lambda p, t, s, si: decode_edit(vq, p, t, s, si))
+
+        def run(sources, targets):
+            enc = lambda x: vq.apply(
+                {"params": vq_params}, jnp.asarray(x, jnp.float32) / 255.0,
+                method=vq.encode_to_ids,
+            )  # fmt: skip
+            image = fn(
+                vq_params, enc(targets), jnp.asarray(sources, jnp.float32) / 255.0, enc(sources)
+            )
+            return np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8)
+
+        return run
+
+    report = dict(
+        vq=config.vq,
+        width=config.width,
+        depth=config.depth,
+        steps=config.steps,
+        train_examples=config.num_examples,
+        final_loss=float(np.mean(losses[-50:])),
+        eval=dict(seed=config.eval_seed, num=config.eval_examples),
+        clean_ceiling_before=_clean_ceiling(rebuild(plain, params), heldout),
+        clean_ceiling_after=_clean_ceiling(rebuild(refined_model, refined), heldout),
+    )
+    _write(config.vq, out, refined_model, refined, report)
+    return report
+
+
+def _copied_refiner(path: str, model, params: dict):
+    """(PatchVQ, params, report) with the refiner of the PatchVQ at `path` on `params`' codebook."""
+    from editmgt_jax.checkpoint.bundle import is_bundle, read_manifest
+    from editmgt_jax.checkpoint.convert.vq import load_vq
+
+    source_model, source_params = load_vq(path)
+    if not getattr(source_model.config, "refiner_width", 0):
+        raise ValueError(f"refiner_from={path!r} has no refiner")
+    if not np.array_equal(np.asarray(source_params["codebook"]), np.asarray(params["codebook"])):
+        raise ValueError(f"refiner_from={path!r} was fitted on another codebook")
+    if is_bundle(path):
+        report = read_manifest(path)["metadata"].get("refiner_fit", {})
+    else:
+        with open(os.path.join(path, "fit.json")) as f:
+            report = json.load(f)
+    refined = dict(params, refiner=source_params["refiner"])
+    return source_model, refined, dict(report, copied_from=path)
+
+
+def _write(vq_path: str, out: str, refined_model, refined: dict, report: dict) -> None:
+    """`out`: the bundle at `vq_path` with the refined VQ, or a VQ folder (+ fit.json)."""
+    import jax
+
+    from editmgt_jax.checkpoint.bundle import is_bundle, load_bundle, save_bundle
+    from editmgt_jax.checkpoint.convert.vq import save_vq
+
+    if is_bundle(vq_path):
+        bundle = load_bundle(vq_path)
+        save_bundle(
+            out,
+            dataclasses.replace(
+                bundle,
+                vq_config=refined_model.config.to_diffusers(),
+                vq_params=jax.device_get(refined),
+                metadata=dict(bundle.metadata, refiner_fit=report),
+                path=None,
+            ),
+        )
+    else:
+        from editmgt_jax.atomic import atomic_path
+
+        save_vq(out, refined_model, refined)
+        with atomic_path(os.path.join(out, "fit.json")) as path, open(path, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    print(json.dumps(fit(_CONFIG.value, _OUT.value)))
+
+
+def run() -> None:
+    """The console script (pyproject.toml): the same absl main as `python -m`."""
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
