@@ -334,11 +334,16 @@ class Editor:
         return self._model_fns[key]
 
     def decode_config(
-        self, steps: int, grid: tuple[int, int], sample_temperature: float | None = None
+        self,
+        steps: int,
+        grid: tuple[int, int],
+        sample_temperature: float | None = None,
+        **margins: float | None,
     ) -> DecodeConfig:
-        """The sampler's static settings for `steps` on a token grid (h, w)."""
+        """The sampler's static settings for `steps` on a token grid (h, w); `margins`:
+        `source_logit_bias` / `region_source_bias` overrides (None: the pipeline's)."""
         return transformer_fn.decode_config_for(
-            self.config, self.pipeline, steps, grid, sample_temperature
+            self.config, self.pipeline, steps, grid, sample_temperature, **margins
         )
 
     def _uncond_text(self):
@@ -394,6 +399,8 @@ class Editor:
         paste_back: bool | None = None,
         paste_back_tolerance: float | None = None,
         sample_temperature: float | None = None,
+        source_logit_bias: float | None = None,
+        region_source_bias: float | None = None,
         batch_size: int = 4,
         resolution: int | None = None,
         progress: Callable[[int], None] | None = None,
@@ -417,6 +424,9 @@ class Editor:
                 held / unchanged tokens.
             sample_temperature: masked tokens are sampled from softmax(logits / t); 0 takes the
                 most likely code (default: the bundle's pipeline value; 1 as official).
+            source_logit_bias, region_source_bias: the sampler's margins on the source token's
+                logit, uniform and times one minus the region score (`DecodeConfig`; default:
+                the bundle's pipeline values, 0 for a bundle that predates them).
             batch_size: edits per sampler call (per bucket shape).
             resolution: longer side in pixels of the buckets (default: the bundle's).
             progress: called with the number of edits finished after each chunk.
@@ -440,6 +450,10 @@ class Editor:
         )
         if not (np.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"sample_temperature must be >= 0, got {temperature}")
+        margins = dict(source_logit_bias=source_logit_bias, region_source_bias=region_source_bias)
+        for name, value in margins.items():
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
         strength = float(
             self.pipeline["reference_strength"]
             if reference_strength is None
@@ -466,6 +480,7 @@ class Editor:
                     paste_back,
                     tolerance,
                     temperature,
+                    margins,
                 )
                 for i, out in zip(part, outs, strict=False):
                     results[i] = out
@@ -482,6 +497,7 @@ class Editor:
         paste_back: bool,
         tolerance: float,
         sample_temperature: float,
+        margins: dict[str, float | None],
     ) -> list[EditResult]:
         cfg = self.config
         stride = self.vq_config.stride
@@ -535,7 +551,7 @@ class Editor:
             self.model_fn(strength, use_query),
             inputs,
             keys,
-            self.decode_config(steps, grid, sample_temperature),
+            self.decode_config(steps, grid, sample_temperature, **margins),
             params=self.params,
         )
         if self.refines:  # changed cells through the refiner, the others the source's pixels

@@ -35,6 +35,7 @@ import glob
 import io
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -89,6 +90,18 @@ def define_flags() -> None:
         "Softmax temperature of the token samples; 0 takes the most likely code (default: the "
         "checkpoint's pipeline setting; 1 as official).",
     )
+    flags.DEFINE_float(
+        "source_logit_bias",
+        None,
+        "Margin added to the source token's logit: a code must beat the source's by this much "
+        "to replace it (default: the checkpoint's pipeline setting; 0 as official).",
+    )
+    flags.DEFINE_float(
+        "region_source_bias",
+        None,
+        "A further margin times (1 - region score): a soft region-hold (default: the "
+        "checkpoint's pipeline setting; 0 as official).",
+    )
     flags.DEFINE_integer("seed", 0, "PRNG seed of every edit (a job's 'seed' overrides it).")
     flags.DEFINE_integer("batch_size", 4, "Edits per sampler call.")
     flags.DEFINE_integer("resolution", None, "Longer side in pixels the model sees.")
@@ -125,6 +138,8 @@ class Options:
     paste_back: bool | None = None
     paste_back_tolerance: float | None = None
     sample_temperature: float | None = None
+    source_logit_bias: float | None = None
+    region_source_bias: float | None = None
     seed: int = 0
     batch_size: int = 4
     resolution: int | None = None
@@ -148,6 +163,10 @@ class Options:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
         if self.sample_temperature is not None and not self.sample_temperature >= 0:
             raise ValueError(f"--sample_temperature must be >= 0, got {self.sample_temperature}")
+        for name in ("source_logit_bias", "region_source_bias"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"--{name} must be finite, got {value}")
         if self.query is not None and not self.query.strip():
             raise ValueError("--query is empty")
 
@@ -317,6 +336,8 @@ def run_jobs(editor, jobs: list[Job], options: Options) -> dict[str, Any]:
             paste_back=options.paste_back,
             paste_back_tolerance=options.paste_back_tolerance,
             sample_temperature=options.sample_temperature,
+            source_logit_bias=options.source_logit_bias,
+            region_source_bias=options.region_source_bias,
             batch_size=options.batch_size,
             resolution=options.resolution,
             progress=bar.update,
@@ -357,6 +378,8 @@ def _options_from_flags() -> Options:
         paste_back=FLAGS.paste_back,
         paste_back_tolerance=FLAGS.paste_back_tolerance,
         sample_temperature=FLAGS.sample_temperature,
+        source_logit_bias=FLAGS.source_logit_bias,
+        region_source_bias=FLAGS.region_source_bias,
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,
         resolution=FLAGS.resolution,

@@ -29,6 +29,7 @@ flags.mark_flags_as_required(["bundle", "vq", "out"])
 
 def grow(bundle_path: str, vq_path: str, out: str) -> dict:
     """Writes the grown bundle to `out`; returns the summary."""
+    import jax
     import numpy as np
 
     from editmgt_jax.checkpoint import load_bundle, save_bundle
@@ -58,7 +59,7 @@ def grow(bundle_path: str, vq_path: str, out: str) -> dict:
         transformer_config=cfg,
         transformer_params=params,
         vq_config=model.config.to_diffusers(),
-        vq_params={"codebook": new},
+        vq_params=jax.tree.map(np.asarray, vq_params),  # the codebook (and a refiner, if any)
         metadata=dict(
             bundle.metadata,
             grown_from=dict(bundle=bundle_path, vq=vq_path, codes=[old.shape[0], new.shape[0]]),

@@ -2,6 +2,7 @@
 transformer onto it (`launch.grow_codebook`): the old codes keep their ids, the added ones start
 from their nearest old code, and the grown model edits as before."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from editmgt_jax.checkpoint.convert.vq import load_vq
+from editmgt_jax.training.kmeans import extended_codebook
 from editmgt_jax.training.token_init import grown_token_tables
-from launch.fit_patch_vq import extended_codebook
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(REPO, "editmgt_jax", "assets", "default_model")
@@ -60,13 +61,14 @@ def test_fit_extends_a_tokenizer_and_the_grown_default_model_edits_as_before(tmp
     from data_pipelines.synthetic import make_example
     from editmgt_jax.checkpoint.convert.vq import save_vq
     from editmgt_jax.editor import Editor
-    from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig
+    from editmgt_jax.models.patch_vq import PatchVQ
 
-    _, params = load_vq(DEFAULT)
+    model, params = load_vq(DEFAULT)
     old = np.asarray(params["codebook"])
     noise = np.random.default_rng(1).random((8, old.shape[1])).astype(np.float32)
-    vq = PatchVQ(PatchVQConfig(patch_size=4, num_vq_embeddings=old.shape[0] + 8))
-    save_vq(str(tmp_path / "vq"), vq, {"codebook": np.concatenate([old, noise])})
+    config = dataclasses.replace(model.config, num_vq_embeddings=old.shape[0] + 8)
+    extended = dict(params, codebook=np.concatenate([old, noise]))  # its refiner kept
+    save_vq(str(tmp_path / "vq"), PatchVQ(config), extended)
     out = subprocess.run(
         [sys.executable, "-m", "launch.grow_codebook", "--bundle", DEFAULT,
          "--vq", str(tmp_path / "vq"), "--out", str(tmp_path / "grown")],

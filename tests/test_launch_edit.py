@@ -125,6 +125,8 @@ def test_image_folder_and_glob_jobs(inputs, tmp_path):
         edit.image_jobs(str(inputs), "make it blue", str(tmp_path / "o.png"))
     with pytest.raises(ValueError, match=r"must be in \[0, 1\], got -0.1"):
         edit.Options(hold_threshold=-0.1).check()
+    with pytest.raises(ValueError, match="--region_source_bias must be finite"):
+        edit.Options(region_source_bias=float("inf")).check()
 
 
 def test_flag_errors_exit_before_loading_a_model(inputs, tmp_path):

@@ -51,6 +51,8 @@ SCRIPTS = {
     "editmgt-plot-metrics": "launch.plot_metrics:run",
     "editmgt-benchmark": "launch.benchmark:run",
     "editmgt-fit-patch-vq": "launch.fit_patch_vq:run",
+    "editmgt-grow-codebook": "launch.grow_codebook:run",
+    "editmgt-fit-source-refiner": "launch.fit_source_refiner:run",
 }
 ASSETS = (
     "editmgt_jax/assets/default_model/bundle.json",

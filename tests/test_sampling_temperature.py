@@ -70,3 +70,18 @@ def test_region_source_bias_keeps_the_source_where_the_region_score_is_low():
     # Without scores from the model the region margin has nothing to follow: plain decoding.
     plain = np.asarray(decode(_toy, inputs, jax.random.key(0), config).tokens)
     np.testing.assert_array_equal(plain, (src + 1) % 7)
+
+
+def test_decode_config_for_takes_the_pipeline_margins_unless_overridden():
+    from editmgt_jax.models.transformer_config import TransformerConfig
+    from editmgt_jax.sampling.transformer_fn import decode_config_for
+
+    cfg = TransformerConfig()
+    pipeline = dict(schedule="cosine", temperature=[2.0, 0.0], smoothing="adaptive")
+    plain = decode_config_for(cfg, pipeline, 4, (8, 8))  # a bundle that predates the margins
+    assert (plain.source_logit_bias, plain.region_source_bias) == (0.0, 0.0)
+    pipeline.update(source_logit_bias=1.0, region_source_bias=12.0)
+    stored = decode_config_for(cfg, pipeline, 4, (8, 8))
+    assert (stored.source_logit_bias, stored.region_source_bias) == (1.0, 12.0)
+    over = decode_config_for(cfg, pipeline, 4, (8, 8), region_source_bias=0.0)
+    assert (over.source_logit_bias, over.region_source_bias) == (1.0, 0.0)

@@ -109,7 +109,7 @@ def test_fit_source_refiner_cli_writes_a_bundle_the_editor_refines_with(tmp_path
     assert set(report["clean_ceiling_after"]) >= {"overall", "replace", "background change"}
     editor = Editor.from_bundle(str(out))
     assert editor.refines and editor.metadata["refiner_fit"] == report
-    assert not Editor.from_bundle(DEFAULT).refines
+    assert editor.vq_config.refiner_width == 4 and editor.vq_config.refiner_depth == 1
     example = make_example(2702701, 0, size=64, split="heldout")
     result = editor.edit([example.source], [example.instruction], paste_back=False)[0]
     same = np.kron(result.tokens == result.source_tokens, np.ones((4, 4), bool))

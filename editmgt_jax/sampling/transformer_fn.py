@@ -48,13 +48,20 @@ def decode_config_for(
     steps: int,
     grid: tuple[int, int],
     sample_temperature: float | None = None,
+    source_logit_bias: float | None = None,
+    region_source_bias: float | None = None,
 ) -> DecodeConfig:
     """The sampler's static settings for a bundle's `pipeline` (a dict or ConfigDict; fields a
     bundle predates take `DecodeConfig`'s defaults) on a token grid (h, w), as `Editor`, the
-    exported sampler and the AOT sampler program all build it."""
+    exported sampler and the AOT sampler program all build it; the keyword settings, when not
+    None, override the pipeline's."""
     get = pipeline.get
     if sample_temperature is None:
         sample_temperature = get("sample_temperature", 1.0)
+    if source_logit_bias is None:
+        source_logit_bias = get("source_logit_bias", 0.0)
+    if region_source_bias is None:
+        region_source_bias = get("region_source_bias", 0.0)
     stride = config.token_stride
     return DecodeConfig(
         num_steps=int(steps),
@@ -66,8 +73,8 @@ def decode_config_for(
         smoothing=pipeline["smoothing"],
         score_rescale=get("score_rescale", "minmax"),
         sample_temperature=float(sample_temperature),
-        source_logit_bias=float(get("source_logit_bias", 0.0)),
-        region_source_bias=float(get("region_source_bias", 0.0)),
+        source_logit_bias=float(source_logit_bias),
+        region_source_bias=float(region_source_bias),
     )
 
 

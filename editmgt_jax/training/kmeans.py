@@ -88,3 +88,60 @@ def fit_kmeans(
         if progress is not None:
             progress(step, float(error))
     return np.asarray(centres), {"mse": float(error), "empty_reseeded": int(empty)}
+
+
+def load_patch_codebook(path: str, patch_size: int) -> np.ndarray:
+    """The float32 [K, p*p*3] codebook of the `PatchVQ` at `path` (a VQ folder or a bundle)."""
+    # Imported here: reading a checkpoint is not what k-means needs otherwise.
+    from editmgt_jax.checkpoint.convert.vq import load_vq
+    from editmgt_jax.models.patch_vq import PatchVQ
+
+    model, params = load_vq(path)
+    if not isinstance(model, PatchVQ):
+        raise ValueError(f"extend_from={path!r} holds a {type(model).__name__}, not a PatchVQ")
+    if model.config.patch_size != patch_size:
+        raise ValueError(
+            f"extend_from={path!r} has patch_size {model.config.patch_size}; the config asks for "
+            f"{patch_size}"
+        )
+    return np.asarray(params["codebook"], np.float32)
+
+
+def extended_codebook(
+    base: np.ndarray,
+    points: np.ndarray,
+    counts: np.ndarray,
+    num_codes: int,
+    quantile: float,
+    key,
+    steps: int,
+    progress=None,
+) -> tuple[np.ndarray, dict]:
+    """`base` [K, D] followed by `num_codes - K` codes fitted on the points it codes worst.
+
+    Args:
+      base: the kept codes, float32 [K, D].
+      points: distinct cells, float32 [M, D] in [0, 1]; counts [M].
+      quantile: points whose squared error under `base` exceeds this quantile are refitted,
+        weighted by count x error (a common, badly coded edge cell counts most).
+    Returns:
+      (codebook [num_codes, D], {"mse": weighted mean squared error of the points under the
+      whole codebook (sum over D, as `fit_kmeans`), "extended_points": points refitted})
+    """
+    extra = num_codes - base.shape[0]
+    if extra < 1:
+        raise ValueError(
+            f"num_codes={num_codes} must exceed the {base.shape[0]} codes of extend_from"
+        )
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"extend_quantile must be in [0, 1), got {quantile}")
+    ids = np.asarray(nearest_code(jnp.asarray(points), jnp.asarray(base)))
+    error = np.square(points - base[ids]).sum(-1)
+    hard = error > np.quantile(error, quantile)
+    added, _ = fit_kmeans(
+        points[hard], (counts * error)[hard].astype(np.float32), extra, key, steps, progress
+    )
+    codebook = np.concatenate([base, np.asarray(added, np.float32)])
+    ids = np.asarray(nearest_code(jnp.asarray(points), jnp.asarray(codebook)))
+    mse = float((np.square(points - codebook[ids]).sum(-1) * counts).sum() / counts.sum())
+    return codebook, {"mse": mse, "extended_points": int(hard.sum())}
