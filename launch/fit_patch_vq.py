@@ -39,7 +39,7 @@ from data_pipelines.synthetic.generate import make_example
 from editmgt_jax.atomic import atomic_path, make_temp_dir
 from editmgt_jax.checkpoint.convert.vq import save_vq
 from editmgt_jax.evaluation import metrics
-from editmgt_jax.evaluation.edit_eval import vq_ceiling
+from editmgt_jax.evaluation.edit_eval import category_means, vq_ceiling
 from editmgt_jax.models.patch_vq import PatchVQ, PatchVQConfig, to_patches
 from editmgt_jax.training.kmeans import (
     extended_codebook,
@@ -125,9 +125,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     per_category: dict = collections.defaultdict(dict)
     for name, values in ceilings.items():
-        for category in sorted({e.category for e in heldout}):
-            picked = [v for v, e in zip(values, heldout, strict=True) if e.category == category]
-            per_category[category][name] = float(np.mean(picked))
+        for category, mean in category_means(heldout, values).items():
+            per_category[category][name] = mean
     report = dict(
         num_codes=config.num_codes,
         extended_from=extend_from or None,

@@ -20,7 +20,6 @@ on the codebook and the config only, not on the transformer):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
@@ -37,52 +36,54 @@ _OUT = flags.DEFINE_string("out", None, "The refined bundle or VQ folder (must n
 flags.mark_flags_as_required(["out"])
 
 
-def _pairs(vq_model, vq_params, examples):
-    """RefinerData of examples: the target's codes decoded, the changed cells' pixels."""
+def _encoder(vq, vq_params):
+    """Jitted uint8 images [N, H, W, 3] -> token ids [N, h, w] of the PatchVQ `vq`."""
+    import jax
     import jax.numpy as jnp
 
+    return jax.jit(
+        lambda x: vq.apply(
+            {"params": vq_params}, jnp.asarray(x, jnp.float32) / 255.0, method=vq.encode_to_ids
+        )
+    )
+
+
+def _pairs(vq_model, vq_params, examples):
+    """RefinerData of examples: the target's codes decoded, the changed cells' pixels."""
+    from editmgt_jax.editing import images as imio
     from editmgt_jax.training.refiner_fit import RefinerData
 
     sources = np.stack([e.source for e in examples])
     targets = np.stack([e.target for e in examples])
-    encode = lambda x: vq_model.apply(
-        {"params": vq_params}, jnp.asarray(x, jnp.float32) / 255.0, method=vq_model.encode_to_ids
-    )
+    encode = _encoder(vq_model, vq_params)
+    stride = vq_model.config.stride
     decoded, changed = [], []
     for start in range(0, len(examples), 256):
         s_ids, t_ids = encode(sources[start : start + 256]), encode(targets[start : start + 256])
         image = vq_model.apply({"params": vq_params}, t_ids, method=vq_model.decode_ids)
-        decoded.append(np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8))
-        stride = vq_model.config.stride
+        decoded.append(imio.to_uint8(image))
         cells = np.asarray(s_ids != t_ids)
         changed.append(np.repeat(np.repeat(cells, stride, axis=1), stride, axis=2))
     return RefinerData(np.concatenate(decoded), sources, targets, np.concatenate(changed))
 
 
-def _clean_ceiling(editor_like, examples) -> dict:
+def _clean_ceiling(reconstruct_edit, examples) -> dict:
+    """Per category and overall, the share of `examples` whose target, decoded as an edit by
+    `reconstruct_edit(sources, targets)`, is clean (`edit_eval.vq_ceiling`)."""
     from editmgt_jax.evaluation import metrics
+    from editmgt_jax.evaluation.edit_eval import category_means, vq_ceiling
 
-    rebuilt = editor_like(
-        np.stack([e.source for e in examples]), np.stack([e.target for e in examples])
-    )
-    by = collections.defaultdict(list)
-    for example, image in zip(examples, rebuilt, strict=True):
-        mask = np.asarray(example.mask) > 0
-        by[example.category].append(
-            float(metrics.edit_clean(example.source, example.target, image, mask))
-        )
-    out = {c: float(np.mean(v)) for c, v in sorted(by.items())}
-    out["overall"] = float(np.mean([x for v in by.values() for x in v]))
-    return out
+    values = vq_ceiling(examples, None, judge=metrics.edit_clean, reconstruct_edit=reconstruct_edit)
+    return dict(category_means(examples, values), overall=float(np.mean(values)))
 
 
 def fit(config, out: str) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from data_pipelines.synthetic.generate import make_example
     from editmgt_jax import paths
     from editmgt_jax.checkpoint.convert.vq import load_vq
+    from editmgt_jax.editing import images as imio
     from editmgt_jax.models.patch_vq import PatchVQ
     from editmgt_jax.models.source_refiner import SourceRefiner
     from editmgt_jax.models.tokenizer import decode_edit
@@ -128,16 +129,11 @@ def fit(config, out: str) -> dict:
 
     def rebuild(vq, vq_params):
         fn = jax.jit(lambda p, t, s, si: decode_edit(vq, p, t, s, si))
+        encode = _encoder(vq, vq_params)
 
         def run(sources, targets):
-            enc = lambda x: vq.apply(
-                {"params": vq_params}, jnp.asarray(x, jnp.float32) / 255.0,
-                method=vq.encode_to_ids,
-            )  # fmt: skip
-            image = fn(
-                vq_params, enc(targets), jnp.asarray(sources, jnp.float32) / 255.0, enc(sources)
-            )
-            return np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8)
+            image = fn(vq_params, encode(targets), imio.to_float(sources), encode(sources))
+            return imio.to_uint8(image)
 
         return run
 

@@ -132,6 +132,15 @@ def vq_ceiling(
     return out
 
 
+def category_means(examples: Sequence[Any], values: Sequence[float]) -> dict[str, float]:
+    """{category: mean of `values` over its examples}, categories sorted (one value per example,
+    e.g. `vq_ceiling`'s)."""
+    by: dict[str, list[float]] = {}
+    for example, value in zip(examples, values, strict=True):
+        by.setdefault(example.category, []).append(float(value))
+    return {c: float(np.mean(v)) for c, v in sorted(by.items())}
+
+
 def _mean(values: Sequence[float]) -> tuple[float | None, int]:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return (float(np.mean(finite)) if finite else None), len(finite)
