@@ -29,12 +29,13 @@ nothing (every step resumes or reuses what it already wrote):
     python -m launch.train --config configs/default.py:stage8 --workdir workdirs/default_stage8
     python -m launch.train --config configs/default.py:stage8 --workdir workdirs/default_stage8 \
         --export_to workdirs/default_stage8_bundle
-    python -m launch.fit_source_refiner --config configs/source_refiner.py \
+    python -m launch.fit_source_refiner --config configs/source_refiner.py:model \
         --config.vq=workdirs/default_stage8_bundle --out workdirs/default_stage8_refined_bundle
     python -m launch.eval --checkpoint workdirs/default_stage8_refined_bundle --out workdirs/eval
 
 (Issue 27: stages 7 and 8 add a source-copy gate to stage 5's model, and the PatchVQ gets a
-source-guided refiner for the cells an edit changes; docs/default_model.md, "Clean edits". The
+source-guided refiner for the cells an edit changes, fitted on the model's own edits;
+docs/default_model.md, "Clean edits". The
 shipped bundle's sampler margins, `source_logit_bias` / `region_source_bias`, were set on the
 tuning split with `editmgt_jax.checkpoint.bundle.update_pipeline`.)
 

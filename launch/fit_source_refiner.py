@@ -10,9 +10,17 @@ Writes atomically, refuses an existing `--out`, and prints (and stores as `refin
 bundle's metadata, or `--out`/fit.json beside a folder) a JSON report: the final training loss
 and the clean ceiling per category before and after.
 
+`config.pairs` says what the refiner learns to decode: "target" (the target's own codes: what a
+transformer that predicted every token would output; the fit then depends on the codebook only)
+or "model" (a bundle's own edits of the training world, decoded: it learns to repair the
+transformer's mistakes, e.g. keep a shape's pixels where the model re-drew its edge cell). With a
+bundle the report also has `clean_edits_before` / `_after`: the bundle's own edits of the tuning
+split, judged clean, with the VQ it came with and with the new refiner.
+
 With `config.refiner_from` (a bundle or VQ folder whose PatchVQ has a refiner and the same
-codebook), its fitted refiner and report are copied instead of fitting again (the fit depends
-on the codebook and the config only, not on the transformer):
+codebook), its fitted refiner and report are copied instead of fitting again (a refiner fitted
+on "target" pairs suits any transformer on that codebook; one fitted on "model" pairs suits the
+transformer whose edits it saw best):
 
     python -m launch.fit_source_refiner --config configs/source_refiner.py \
         --config.vq=NEW_BUNDLE --config.refiner_from=REFINED_BUNDLE --out OUT
@@ -67,6 +75,55 @@ def _pairs(vq_model, vq_params, examples):
     return RefinerData(np.concatenate(decoded), sources, targets, np.concatenate(changed))
 
 
+def _model_pairs(editor, plain, params, examples, batch_size: int):
+    """RefinerData of `editor`'s own edits of `examples` (the bundle's pipeline defaults): its
+    tokens decoded by the plain PatchVQ `plain`, changed where a token differs from the source's."""
+    from editmgt_jax.editing import images as imio
+    from editmgt_jax.training.refiner_fit import RefinerData
+
+    with tqdm(total=len(examples), desc="model edits (pairs)", leave=False) as bar:
+        results = editor.edit(
+            [e.source for e in examples],
+            [e.instruction for e in examples],
+            batch_size=batch_size,
+            progress=bar.update,
+        )
+    tokens = np.stack([r.tokens for r in results])
+    source_tokens = np.stack([r.source_tokens for r in results])
+    stride = plain.config.stride
+    decoded = [
+        imio.to_uint8(plain.apply({"params": params}, tokens[i : i + 256], method=plain.decode_ids))
+        for i in range(0, len(tokens), 256)
+    ]
+    changed = np.repeat(np.repeat(tokens != source_tokens, stride, axis=1), stride, axis=2)
+    return RefinerData(
+        np.concatenate(decoded),
+        np.stack([e.source for e in examples]),
+        np.stack([e.target for e in examples]),
+        changed,
+    )
+
+
+def _clean_edits(editor, examples, batch_size: int) -> dict:
+    """Per category and overall, the share of `editor`'s edits of `examples` (its pipeline
+    defaults) that are clean (`metrics.edit_clean` against the example's mask)."""
+    from editmgt_jax.evaluation import metrics
+    from editmgt_jax.evaluation.edit_eval import category_means
+
+    with tqdm(total=len(examples), desc="model edits (judged)", leave=False) as bar:
+        results = editor.edit(
+            [e.source for e in examples],
+            [e.instruction for e in examples],
+            batch_size=batch_size,
+            progress=bar.update,
+        )
+    values = [
+        float(metrics.edit_clean(e.source, e.target, r.image, np.asarray(e.mask) > 0))
+        for e, r in zip(examples, results, strict=True)
+    ]
+    return dict(category_means(examples, values), overall=float(np.mean(values)))
+
+
 def _clean_ceiling(reconstruct_edit, examples) -> dict:
     """Per category and overall, the share of `examples` whose target, decoded as an edit by
     `reconstruct_edit(sources, targets)`, is clean (`edit_eval.vq_ceiling`)."""
@@ -82,6 +139,7 @@ def fit(config, out: str) -> dict:
 
     from data_pipelines.synthetic.generate import make_example
     from editmgt_jax import paths
+    from editmgt_jax.checkpoint.bundle import is_bundle
     from editmgt_jax.checkpoint.convert.vq import load_vq
     from editmgt_jax.editing import images as imio
     from editmgt_jax.models.patch_vq import PatchVQ
@@ -93,6 +151,8 @@ def fit(config, out: str) -> dict:
         raise ValueError("config.vq is required: a bundle with a PatchVQ, or a PatchVQ folder")
     if paths.exists(out):
         raise FileExistsError(f"--out {out!r} exists; choose a new folder")
+    if config.pairs not in ("target", "model"):
+        raise ValueError(f"config.pairs must be 'target' or 'model', got {config.pairs!r}")
     model, params = load_vq(config.vq)
     if not isinstance(model, PatchVQ):
         raise ValueError(f"config.vq={config.vq!r} holds a {type(model).__name__}, not a PatchVQ")
@@ -101,10 +161,16 @@ def fit(config, out: str) -> dict:
         refined_model, refined, report = _copied_refiner(config.refiner_from, model, params)
         _write(config.vq, out, refined_model, refined, report)
         return report
+    editor = _editor(config.vq) if is_bundle(config.vq) else None
+    if config.pairs == "model" and editor is None:
+        raise ValueError(
+            f"config.pairs='model' needs a bundle (a transformer); {config.vq!r} is not"
+        )
     plain = PatchVQ(dataclasses.replace(model.config, refiner_width=0))
     size = config.image_size
+    pairs_seed = config.synthetic_seed if config.pairs == "target" else config.model_pairs_seed
     train = [
-        make_example(config.synthetic_seed, i, size, "train")
+        make_example(pairs_seed, i, size, "train")
         for i in tqdm(range(config.num_examples), desc="train world", leave=False)
     ]
     heldout = [
@@ -114,7 +180,11 @@ def fit(config, out: str) -> dict:
     bar = tqdm(total=config.steps, desc="refiner")
     fitted, losses = fit_refiner(
         SourceRefiner(config.width, config.depth),
-        _pairs(plain, params, train),
+        (
+            _pairs(plain, params, train)
+            if config.pairs == "target"
+            else _model_pairs(editor, plain, params, train, config.edit_batch_size)
+        ),
         jax.random.key(config.seed),
         config.steps,
         config.batch_size,
@@ -139,6 +209,8 @@ def fit(config, out: str) -> dict:
 
     report = dict(
         vq=config.vq,
+        pairs=config.pairs,
+        pairs_seed=pairs_seed,
         width=config.width,
         depth=config.depth,
         steps=config.steps,
@@ -148,8 +220,23 @@ def fit(config, out: str) -> dict:
         clean_ceiling_before=_clean_ceiling(rebuild(plain, params), heldout),
         clean_ceiling_after=_clean_ceiling(rebuild(refined_model, refined), heldout),
     )
+    if editor is not None:
+        after = _editor(config.vq, editor, refined_model.config.to_diffusers(), refined)
+        report["clean_edits_before"] = _clean_edits(editor, heldout, config.edit_batch_size)
+        report["clean_edits_after"] = _clean_edits(after, heldout, config.edit_batch_size)
     _write(config.vq, out, refined_model, refined, report)
     return report
+
+
+def _editor(path: str, like=None, vq_config: dict | None = None, vq_params: dict | None = None):
+    """An Editor of the bundle at `path`; with `like` (an Editor of it), the same transformer
+    and text encoder with the VQ `vq_config` / `vq_params` instead."""
+    from editmgt_jax.editor import Editor
+
+    if like is None:
+        return Editor.from_bundle(path)
+    bundle = dataclasses.replace(like.bundle, vq_config=vq_config, vq_params=vq_params)
+    return Editor(bundle, text_encoder=like.text_encoder)
 
 
 def _copied_refiner(path: str, model, params: dict):

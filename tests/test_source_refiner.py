@@ -131,3 +131,65 @@ def test_fit_source_refiner_cli_writes_a_bundle_the_editor_refines_with(tmp_path
     a, b = load_vq(str(out))[1], load_vq(str(copied))[1]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_model_pairs_are_the_bundles_own_edits_decoded():
+    import dataclasses
+
+    from data_pipelines.synthetic import make_example
+    from editmgt_jax.editor import Editor
+    from launch.fit_source_refiner import _model_pairs
+
+    editor = Editor.from_bundle(DEFAULT)
+    vq, params = load_vq(DEFAULT)
+    plain = PatchVQ(dataclasses.replace(vq.config, refiner_width=0))
+    codebook = {"codebook": params["codebook"]}
+    examples = [make_example(5130001, i, size=64, split="train") for i in range(2)]
+    data = _model_pairs(editor, plain, codebook, examples, batch_size=2)
+    results = editor.edit([e.source for e in examples], [e.instruction for e in examples])
+    tokens = np.stack([r.tokens for r in results])
+    changed = np.kron(tokens != np.stack([r.source_tokens for r in results]), np.ones((1, 4, 4)))
+    np.testing.assert_array_equal(data.changed, changed.astype(bool))
+    assert data.changed.any()  # the model edits something
+    # A cell decodes to its token's codebook patch (uint8), not to the target's.
+    patches = np.asarray(params["codebook"]).reshape(-1, 4, 4, 3)
+    cell = np.argwhere(tokens[0] != editor.tokenize(examples[0].target[None])[0])
+    if len(cell):
+        y, x = cell[0]
+        patch = np.round(patches[tokens[0, y, x]] * 255)
+        np.testing.assert_allclose(
+            data.decoded[0, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4], patch, atol=1
+        )
+    np.testing.assert_array_equal(data.target, np.stack([e.target for e in examples]))
+
+
+def test_model_pairs_need_a_bundle_and_pairs_must_be_known(tmp_path):
+    from configs.source_refiner import get_config
+    from launch.fit_source_refiner import fit
+
+    model, params = _refined_vq()
+    save_vq(str(tmp_path / "vq"), model, params)
+    config = get_config("model,runlocal")
+    config.vq = str(tmp_path / "vq")
+    with pytest.raises(ValueError, match="needs a bundle"):
+        fit(config, str(tmp_path / "out"))
+    config.pairs = "both"
+    with pytest.raises(ValueError, match="'target' or 'model'"):
+        fit(config, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="takes no argument"):
+        get_config("fast")
+
+
+def test_fit_source_refiner_on_model_pairs_reports_the_bundles_clean_edits(tmp_path):
+    out = tmp_path / "self_refined"
+    run = subprocess.run(
+        [sys.executable, "-m", "launch.fit_source_refiner", "--config",
+         "configs/source_refiner.py:model,runlocal", f"--config.vq={DEFAULT}", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["pairs"] == "model" and report["pairs_seed"] == 5130001
+    for key in ("clean_edits_before", "clean_edits_after", "clean_ceiling_after"):
+        assert 0.0 <= report[key]["overall"] <= 1.0, key
+    assert load_vq(str(out))[0].config.refiner_width == 4

@@ -10,8 +10,10 @@ writes each changed pixel as
 (alpha in [0, 1]: keep the source pixel; delta a small correction of the code's pixel), from a
 few 3 x 3 convolutions (so a pixel sees its cell's neighbours, in the decoded and in the source
 image). Unchanged cells are the source's exactly. Fitted by `launch.fit_source_refiner` on pairs
-of the synthetic world (target tokens decoded -> target pixels); on 280 tuning edits it took the
-tokenizer's clean ceiling from 0.78 to 0.87, background changes from 0.25 to 0.85.
+of the synthetic world: the target's tokens decoded -> the target's pixels (on 280 tuning edits
+the tokenizer's clean ceiling 0.78 -> 0.87, background changes 0.25 -> 0.85), or a bundle's own
+edits decoded -> the target's pixels (it learns to repair that transformer's mistakes: the
+embedded model's clean edits 0.37 -> 0.45 on the same split, background changes 0.20 -> 0.65).
 
 Example:
     >>> import jax, jax.numpy as jnp
