@@ -75,19 +75,24 @@ def _pairs(vq_model, vq_params, examples):
     return RefinerData(np.concatenate(decoded), sources, targets, np.concatenate(changed))
 
 
+def _edit_examples(editor, examples, batch_size: int, what: str) -> list:
+    """`editor`'s edits (its pipeline defaults) of the synthetic `examples`, with a progress bar."""
+    with tqdm(total=len(examples), desc=f"model edits ({what})", leave=False) as bar:
+        return editor.edit(
+            [e.source for e in examples],
+            [e.instruction for e in examples],
+            batch_size=batch_size,
+            progress=bar.update,
+        )
+
+
 def _model_pairs(editor, plain, params, examples, batch_size: int):
     """RefinerData of `editor`'s own edits of `examples` (the bundle's pipeline defaults): its
     tokens decoded by the plain PatchVQ `plain`, changed where a token differs from the source's."""
     from editmgt_jax.editing import images as imio
     from editmgt_jax.training.refiner_fit import RefinerData
 
-    with tqdm(total=len(examples), desc="model edits (pairs)", leave=False) as bar:
-        results = editor.edit(
-            [e.source for e in examples],
-            [e.instruction for e in examples],
-            batch_size=batch_size,
-            progress=bar.update,
-        )
+    results = _edit_examples(editor, examples, batch_size, "pairs")
     tokens = np.stack([r.tokens for r in results])
     source_tokens = np.stack([r.source_tokens for r in results])
     stride = plain.config.stride
@@ -110,13 +115,7 @@ def _clean_edits(editor, examples, batch_size: int) -> dict:
     from editmgt_jax.evaluation import metrics
     from editmgt_jax.evaluation.edit_eval import category_means
 
-    with tqdm(total=len(examples), desc="model edits (judged)", leave=False) as bar:
-        results = editor.edit(
-            [e.source for e in examples],
-            [e.instruction for e in examples],
-            batch_size=batch_size,
-            progress=bar.update,
-        )
+    results = _edit_examples(editor, examples, batch_size, "judged")
     values = [
         float(metrics.edit_clean(e.source, e.target, r.image, np.asarray(e.mask) > 0))
         for e, r in zip(examples, results, strict=True)

@@ -23,6 +23,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(REPO, "editmgt_jax", "assets", "default_model")
 
 
+def _fit_cli(config: str, *flags: str) -> subprocess.CompletedProcess:
+    """`launch.fit_source_refiner --config configs/source_refiner.py:CONFIG FLAGS...` from the repo."""
+    return subprocess.run(
+        [sys.executable, "-m", "launch.fit_source_refiner", "--config",
+         f"configs/source_refiner.py:{config}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+
+
 def _refined_vq(width=4, depth=1):
     config = PatchVQConfig(
         patch_size=2, num_vq_embeddings=8, refiner_width=width, refiner_depth=depth
@@ -100,11 +109,7 @@ def test_fit_source_refiner_cli_writes_a_bundle_the_editor_refines_with(tmp_path
     from editmgt_jax.editor import Editor
 
     out = tmp_path / "refined"
-    run = subprocess.run(
-        [sys.executable, "-m", "launch.fit_source_refiner", "--config",
-         "configs/source_refiner.py:runlocal", f"--config.vq={DEFAULT}", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+    run = _fit_cli("runlocal", f"--config.vq={DEFAULT}", "--out", str(out))
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(report["clean_ceiling_after"]) >= {"overall", "replace", "background change"}
     editor = Editor.from_bundle(str(out))
@@ -115,19 +120,12 @@ def test_fit_source_refiner_cli_writes_a_bundle_the_editor_refines_with(tmp_path
     same = np.kron(result.tokens == result.source_tokens, np.ones((4, 4), bool))
     np.testing.assert_array_equal(result.image[same], example.source[same])
     with pytest.raises(subprocess.CalledProcessError):  # an existing --out is refused
-        subprocess.run(
-            [sys.executable, "-m", "launch.fit_source_refiner", "--config",
-             "configs/source_refiner.py:runlocal", f"--config.vq={DEFAULT}", "--out", str(out)],
-            cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
-        )  # fmt: skip
+        _fit_cli("runlocal", f"--config.vq={DEFAULT}", "--out", str(out))
     # The fitted refiner copied onto another bundle with the same codebook: no fit, same weights.
     copied = tmp_path / "copied"
-    subprocess.run(
-        [sys.executable, "-m", "launch.fit_source_refiner", "--config",
-         "configs/source_refiner.py:runlocal", f"--config.vq={DEFAULT}",
-         f"--config.refiner_from={out}", "--out", str(copied)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+    _fit_cli(
+        "runlocal", f"--config.vq={DEFAULT}", f"--config.refiner_from={out}", "--out", str(copied)
+    )
     a, b = load_vq(str(out))[1], load_vq(str(copied))[1]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -183,11 +181,7 @@ def test_model_pairs_need_a_bundle_and_pairs_must_be_known(tmp_path):
 
 def test_fit_source_refiner_on_model_pairs_reports_the_bundles_clean_edits(tmp_path):
     out = tmp_path / "self_refined"
-    run = subprocess.run(
-        [sys.executable, "-m", "launch.fit_source_refiner", "--config",
-         "configs/source_refiner.py:model,runlocal", f"--config.vq={DEFAULT}", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+    run = _fit_cli("model,runlocal", f"--config.vq={DEFAULT}", "--out", str(out))
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["pairs"] == "model" and report["pairs_seed"] == 5130001
     for key in ("clean_edits_before", "clean_edits_after", "clean_ceiling_after"):
