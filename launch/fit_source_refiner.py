@@ -39,9 +39,14 @@ from tqdm import tqdm
 
 from launch import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
-_OUT = flags.DEFINE_string("out", None, "The refined bundle or VQ folder (must not exist).")
-flags.mark_flags_as_required(["out"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined when run, not on import: tests import `fit` beside other launchers' `--config`."""
+    config_flags.DEFINE_config_file("config", lock_config=True)
+    flags.DEFINE_string("out", None, "The refined bundle or VQ folder (must not exist).")
+    flags.mark_flags_as_required(["out"])
 
 
 def _encoder(vq, vq_params):
@@ -287,11 +292,12 @@ def _write(vq_path: str, out: str, refined_model, refined: dict, report: dict) -
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    print(json.dumps(fit(_CONFIG.value, _OUT.value)))
+    print(json.dumps(fit(FLAGS.config, FLAGS.out)))
 
 
 def run() -> None:
     """The console script (pyproject.toml): the same absl main as `python -m`."""
+    define_flags()
     cli.run_main(main)
 
 
