@@ -61,23 +61,39 @@ def _encoder(vq, vq_params):
     )
 
 
-def _pairs(vq_model, vq_params, examples):
-    """RefinerData of examples: the target's codes decoded, the changed cells' pixels."""
+def _decoded_pairs(vq_model, vq_params, ids, source_ids, examples):
+    """RefinerData of `examples`: the token ids int [N, h, w] decoded by the PatchVQ, changed on
+    the cells whose id differs from `source_ids`, the examples' sources and targets."""
     from editmgt_jax.editing import images as imio
     from editmgt_jax.training.refiner_fit import RefinerData
 
-    sources = np.stack([e.source for e in examples])
-    targets = np.stack([e.target for e in examples])
-    encode = _encoder(vq_model, vq_params)
+    decoded = [
+        imio.to_uint8(
+            vq_model.apply({"params": vq_params}, ids[i : i + 256], method=vq_model.decode_ids)
+        )
+        for i in range(0, len(ids), 256)
+    ]
     stride = vq_model.config.stride
-    decoded, changed = [], []
+    changed = np.repeat(np.repeat(np.asarray(ids != source_ids), stride, axis=1), stride, axis=2)
+    return RefinerData(
+        np.concatenate(decoded),
+        np.stack([e.source for e in examples]),
+        np.stack([e.target for e in examples]),
+        changed,
+    )
+
+
+def _pairs(vq_model, vq_params, examples):
+    """RefinerData of examples: the target's codes decoded, the changed cells' pixels."""
+    encode = _encoder(vq_model, vq_params)
+    ids, source_ids = [], []
     for start in range(0, len(examples), 256):
-        s_ids, t_ids = encode(sources[start : start + 256]), encode(targets[start : start + 256])
-        image = vq_model.apply({"params": vq_params}, t_ids, method=vq_model.decode_ids)
-        decoded.append(imio.to_uint8(image))
-        cells = np.asarray(s_ids != t_ids)
-        changed.append(np.repeat(np.repeat(cells, stride, axis=1), stride, axis=2))
-    return RefinerData(np.concatenate(decoded), sources, targets, np.concatenate(changed))
+        chunk = examples[start : start + 256]
+        ids.append(np.asarray(encode(np.stack([e.target for e in chunk]))))
+        source_ids.append(np.asarray(encode(np.stack([e.source for e in chunk]))))
+    return _decoded_pairs(
+        vq_model, vq_params, np.concatenate(ids), np.concatenate(source_ids), examples
+    )
 
 
 def _edit_examples(editor, examples, batch_size: int, what: str) -> list:
@@ -94,24 +110,10 @@ def _edit_examples(editor, examples, batch_size: int, what: str) -> list:
 def _model_pairs(editor, plain, params, examples, batch_size: int):
     """RefinerData of `editor`'s own edits of `examples` (the bundle's pipeline defaults): its
     tokens decoded by the plain PatchVQ `plain`, changed where a token differs from the source's."""
-    from editmgt_jax.editing import images as imio
-    from editmgt_jax.training.refiner_fit import RefinerData
-
     results = _edit_examples(editor, examples, batch_size, "pairs")
     tokens = np.stack([r.tokens for r in results])
     source_tokens = np.stack([r.source_tokens for r in results])
-    stride = plain.config.stride
-    decoded = [
-        imio.to_uint8(plain.apply({"params": params}, tokens[i : i + 256], method=plain.decode_ids))
-        for i in range(0, len(tokens), 256)
-    ]
-    changed = np.repeat(np.repeat(tokens != source_tokens, stride, axis=1), stride, axis=2)
-    return RefinerData(
-        np.concatenate(decoded),
-        np.stack([e.source for e in examples]),
-        np.stack([e.target for e in examples]),
-        changed,
-    )
+    return _decoded_pairs(plain, params, tokens, source_tokens, examples)
 
 
 def _clean_edits(editor, examples, batch_size: int) -> dict:
@@ -146,6 +148,7 @@ def fit(config, out: str) -> dict:
     from editmgt_jax.checkpoint.bundle import is_bundle
     from editmgt_jax.checkpoint.convert.vq import load_vq
     from editmgt_jax.editing import images as imio
+    from editmgt_jax.editor import Editor
     from editmgt_jax.models.patch_vq import PatchVQ
     from editmgt_jax.models.source_refiner import SourceRefiner
     from editmgt_jax.models.tokenizer import decode_edit
@@ -165,7 +168,7 @@ def fit(config, out: str) -> dict:
         refined_model, refined, report = _copied_refiner(config.refiner_from, model, params)
         _write(config.vq, out, refined_model, refined, report)
         return report
-    editor = _editor(config.vq) if is_bundle(config.vq) else None
+    editor = Editor.from_bundle(config.vq) if is_bundle(config.vq) else None
     if config.pairs == "model" and editor is None:
         raise ValueError(
             f"config.pairs='model' needs a bundle (a transformer); {config.vq!r} is not"
@@ -225,22 +228,20 @@ def fit(config, out: str) -> dict:
         clean_ceiling_after=_clean_ceiling(rebuild(refined_model, refined), heldout),
     )
     if editor is not None:
-        after = _editor(config.vq, editor, refined_model.config.to_diffusers(), refined)
+        after = _with_vq(editor, refined_model.config.to_diffusers(), refined)
         report["clean_edits_before"] = _clean_edits(editor, heldout, config.edit_batch_size)
         report["clean_edits_after"] = _clean_edits(after, heldout, config.edit_batch_size)
     _write(config.vq, out, refined_model, refined, report)
     return report
 
 
-def _editor(path: str, like=None, vq_config: dict | None = None, vq_params: dict | None = None):
-    """An Editor of the bundle at `path`; with `like` (an Editor of it), the same transformer
-    and text encoder with the VQ `vq_config` / `vq_params` instead."""
+def _with_vq(editor, vq_config: dict, vq_params: dict):
+    """An Editor with `editor`'s transformer and text encoder and the VQ `vq_config` /
+    `vq_params` instead of its own."""
     from editmgt_jax.editor import Editor
 
-    if like is None:
-        return Editor.from_bundle(path)
-    bundle = dataclasses.replace(like.bundle, vq_config=vq_config, vq_params=vq_params)
-    return Editor(bundle, text_encoder=like.text_encoder)
+    bundle = dataclasses.replace(editor.bundle, vq_config=vq_config, vq_params=vq_params)
+    return Editor(bundle, text_encoder=editor.text_encoder)
 
 
 def _copied_refiner(path: str, model, params: dict):
