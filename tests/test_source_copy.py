@@ -1,6 +1,7 @@
 """The source-copy gate (`TransformerConfig.source_copy`, ours): a learned margin on the source
 token's logit that starts at zero, so a warm start computes what the model did without it."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,3 +64,37 @@ def test_a_gated_model_refuses_the_official_export():
     with pytest.raises(ValueError, match="source_copy"):
         CFG.replace(source_copy=True).to_official_dict()
     assert "source_copy" not in CFG.to_official_dict()
+
+
+def test_a_fresh_source_head_leaves_the_logits_and_a_trained_one_reads_the_source():
+    """`source_head` (ours): a per-token MLP on the features and the source token's embedding,
+    zero at the start (a warm start computes what the model did), used only with a source."""
+    inputs = example_inputs(CFG, batch=2, grid=(4, 4), text_len=3)
+    plain = Transformer(CFG).init(jax.random.key(0), **inputs)["params"]
+    headed_model = Transformer(CFG.replace(source_head=8))
+    headed = nn.unbox(headed_model.init(jax.random.key(1), **inputs)["params"])
+    assert set(headed) - set(plain) == {"source_head"}
+    warm = dict(plain, source_head=headed["source_head"])
+    a = np.asarray(Transformer(CFG).apply({"params": plain}, **inputs))
+    np.testing.assert_array_equal(a, np.asarray(headed_model.apply({"params": warm}, **inputs)))
+
+    # Once its last layer is not zero, the logits depend on the source tokens through it too:
+    # the same inputs with other source tokens move the headed model more than the plain one.
+    trained = dict(warm)
+    fc2 = dict(warm["source_head"]["fc2"])
+    fc2["kernel"] = jax.random.normal(jax.random.key(2), fc2["kernel"].shape)
+    trained["source_head"] = dict(warm["source_head"], fc2=fc2)
+    b = np.asarray(headed_model.apply({"params": trained}, **inputs))
+    assert np.abs(b - a).max() > 1e-3
+    no_source = dict(inputs, source_tokens=None)
+    np.testing.assert_array_equal(
+        np.asarray(headed_model.apply({"params": trained}, **no_source)),
+        np.asarray(Transformer(CFG).apply({"params": plain}, **no_source)),
+    )
+
+
+def test_source_head_is_checked_and_refuses_the_official_export():
+    with pytest.raises(ValueError, match="source_head"):
+        CFG.replace(source_head=-1)
+    with pytest.raises(ValueError, match="source_head"):
+        CFG.replace(source_head=16).to_official_dict()

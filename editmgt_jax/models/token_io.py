@@ -3,7 +3,9 @@
 In:  ids [B, H, W] -> embedding -> RMSNorm -> 1x1 conv -> (RMSNorm, 2x2 stride-2 conv) -> [B, h, w, d]
 Out: [B, h, w, d] -> (RMSNorm, 2x2 stride-2 transposed conv) -> 1x1 conv -> RMSNorm -> 1x1 conv
      -> logits [B, H, W, codebook]
-     (+ with `source_copy`, ours: a per-token gate added to the source token's logit)
+     (+ with `source_head`, ours: a per-token MLP on the features and the source token's
+      embedding, added to the features before the head;
+      + with `source_copy`, ours: a per-token gate added to the source token's logit)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 from editmgt_jax.common_types import (
     ACT_BATCH,
     ACT_EMBED,
+    ACT_MLP,
     ACT_VOCAB,
     CODEBOOK,
     CONV_HEIGHT,
@@ -195,3 +198,37 @@ class SourceCopyGate(nn.Module):
             **kw,
         )(x)
         return out[..., 0].astype(jnp.float32)
+
+
+class SourceCellHead(nn.Module):
+    """[B, H, W, d] output features and [B, H, W, d] source-token embeddings -> [B, H, W, d]
+    features plus a per-token correction.
+
+    Ours, not in the official model (`TransformerConfig.source_head`): with 2 x 2 pooling a
+    position's state must carry four source codes and the edit together, and the embedded model
+    got only 41% of a recolour's changed tokens right even on examples it trained on (the rest of
+    the image given). Here each token sees its own source code again, unpooled, beside what the
+    transformer decided. The last layer starts at zero, so a model warm-started with the head
+    computes what it did without it.
+    """
+
+    hidden: int
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: object = None
+
+    @nn.compact
+    def __call__(self, features: Array, source_embedding: Array) -> Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
+        x = jnp.concatenate([features, source_embedding.astype(features.dtype)], axis=-1)
+        x = nn.gelu(dense(self.hidden, (EMBED, MLP), use_bias=True, name="fc1", **kw)(x))
+        x = batch_sharded(x, ACT_MLP)
+        out = nn.Dense(
+            features.shape[-1],
+            use_bias=True,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP, EMBED)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (EMBED,)),
+            name="fc2",
+            **kw,
+        )(x)
+        return batch_sharded(features + out.astype(features.dtype))

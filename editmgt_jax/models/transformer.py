@@ -42,6 +42,7 @@ from editmgt_jax.models.blocks import (
 from editmgt_jax.models.token_io import (
     Downsample,
     MlmHead,
+    SourceCellHead,
     SourceCopyGate,
     TokenEmbed,
     Upsample,
@@ -299,6 +300,8 @@ class Transformer(nn.Module):
         x = x.reshape(batch, grid_h, grid_w, d)
         if cfg.upsample:
             x = Upsample(eps=NORM_EPS, name="up_block", **kw)(x)
+        if cfg.source_head and source_tokens is not None:
+            x = SourceCellHead(cfg.source_head, name="source_head", **kw)(x, source_embedding)
         logits = MlmHead(cfg.codebook_size, NORM_EPS, name="mlm_layer", **kw)(x)
         if cfg.source_copy and source_tokens is not None:
             gate = SourceCopyGate(name="source_copy", **kw)(x, source_embedding)

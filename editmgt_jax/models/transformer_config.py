@@ -67,8 +67,15 @@ class TransformerConfig:
     # A learned margin on each position's source-token logit (token_io.SourceCopyGate); not in the
     # official model (which cannot load it), used by the embedded default model.
     source_copy: bool = False
+    # Hidden width of a per-token MLP on (output features, source-token embedding) whose output
+    # is added to the features before the head (token_io.SourceCellHead; 0: none). Ours, like
+    # source_copy: the 2 x 2-pooled positions of a small model carry each source cell's code only
+    # through the pooled state, and an edit mostly maps a cell's code to another (a recolour).
+    source_head: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.source_head, int) or self.source_head < 0:
+            raise ValueError(f"source_head must be an int >= 0, got {self.source_head!r}")
         object.__setattr__(self, "axes_dims_rope", tuple(int(a) for a in self.axes_dims_rope))
         if sum(self.axes_dims_rope) != self.attention_head_dim:
             raise ValueError(
@@ -150,6 +157,12 @@ class TransformerConfig:
             raise ValueError(
                 "source_copy=True adds a gate the official Transformer2DModel does not have; "
                 "such a model cannot be exported to the official format"
+            )
+        if self.source_head:
+            raise ValueError(
+                f"source_head={self.source_head} adds a per-token head the official "
+                "Transformer2DModel does not have; such a model cannot be exported to the "
+                "official format"
             )
         return {
             "_class_name": "Transformer2DModel",
