@@ -20,8 +20,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SETS = (
@@ -60,26 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, seed_field, split in SETS:
         seed = getattr(args, seed_field)
         examples = [make_example(seed, i, config.image_size, split) for i in range(args.num)]
-        batch = inputs.batch(
-            dict(
-                source=np.stack([e.source for e in examples]),
-                target=np.stack([e.target for e in examples]),
-                instruction=np.asarray([e.instruction for e in examples]),
-            )
-        )
-        probe = HeldoutProbe(
-            model,
-            batch["source_tokens"],
-            batch["target_tokens"],
-            batch["text_states"],
-            batch["pooled"],
-            batch["micro_conds"],
-            [e.category for e in examples],
-            cfg.mask_token_id,
-            cfg.timestep_convention,
-            cfg.token_stride,
-            blocks,
-        )
+        probe = HeldoutProbe.from_examples(model, cfg, inputs, examples, blocks)
         out[name] = dict(seed=seed, split=split, **probe(bundle.transformer_params))
     print(json.dumps(out, indent=1))
     return out

@@ -315,27 +315,8 @@ def make_probe(config, model, model_cfg: TransformerConfig, inputs: TrainingInpu
         make_example(config.train.probe_seed, i, config.image_size, "heldout")
         for i in range(config.train.probe_count)
     ]
-    batch = inputs.batch(
-        dict(
-            source=np.stack([e.source for e in examples]),
-            target=np.stack([e.target for e in examples]),
-            instruction=np.asarray([e.instruction for e in examples]),
-        )
-    )
     blocks = config.train.attention_loss_blocks or config.pipeline.capture_blocks
-    return HeldoutProbe(
-        model,
-        batch["source_tokens"],
-        batch["target_tokens"],
-        batch["text_states"],
-        batch["pooled"],
-        batch["micro_conds"],
-        [e.category for e in examples],
-        model_cfg.mask_token_id,
-        model_cfg.timestep_convention,
-        model_cfg.token_stride,
-        tuple(blocks),
-    )
+    return HeldoutProbe.from_examples(model, model_cfg, inputs, examples, blocks)
 
 
 class SampleEdits:

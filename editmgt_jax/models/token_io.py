@@ -169,6 +169,21 @@ def add_source_logit(logits: Array, source_tokens: Array, gate: Array) -> Array:
     return logits + jnp.where(is_source, gate[..., None], 0.0).astype(logits.dtype)
 
 
+def _zero_ended_mlp(x: Array, hidden: int, out_features: int, out_axis: str | None, kw) -> Array:
+    """fc1 (gelu) then fc2 whose weights and bias start at zero: a new branch that leaves a
+    warm-started model's function as it was. Called inside a compact module (its fc1 / fc2)."""
+    x = nn.gelu(dense(hidden, (EMBED, MLP), use_bias=True, name="fc1", **kw)(x))
+    x = batch_sharded(x, ACT_MLP)
+    return nn.Dense(
+        out_features,
+        use_bias=True,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP, out_axis)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (out_axis,)),
+        name="fc2",
+        **kw,
+    )(x)
+
+
 class SourceCopyGate(nn.Module):
     """[B, H, W, d] output features and [B, H, W, d] source-token embeddings -> gate [B, H, W].
 
@@ -188,16 +203,7 @@ class SourceCopyGate(nn.Module):
     def __call__(self, features: Array, source_embedding: Array) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         x = jnp.concatenate([features, source_embedding], axis=-1)
-        x = nn.gelu(dense(self.hidden, (EMBED, MLP), use_bias=True, name="fc1", **kw)(x))
-        out = nn.Dense(
-            1,
-            use_bias=True,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP, None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
-            name="fc2",
-            **kw,
-        )(x)
-        return out[..., 0].astype(jnp.float32)
+        return _zero_ended_mlp(x, self.hidden, 1, None, kw)[..., 0].astype(jnp.float32)
 
 
 class SourceCellHead(nn.Module):
@@ -221,14 +227,5 @@ class SourceCellHead(nn.Module):
     def __call__(self, features: Array, source_embedding: Array) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         x = jnp.concatenate([features, source_embedding.astype(features.dtype)], axis=-1)
-        x = nn.gelu(dense(self.hidden, (EMBED, MLP), use_bias=True, name="fc1", **kw)(x))
-        x = batch_sharded(x, ACT_MLP)
-        out = nn.Dense(
-            features.shape[-1],
-            use_bias=True,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP, EMBED)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (EMBED,)),
-            name="fc2",
-            **kw,
-        )(x)
+        out = _zero_ended_mlp(x, self.hidden, features.shape[-1], EMBED, kw)
         return batch_sharded(features + out.astype(features.dtype))

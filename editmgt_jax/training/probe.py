@@ -114,6 +114,33 @@ class HeldoutProbe:
         size = self.target[0].size
         self.given_rest_ratio = self.changed.reshape(n, -1).sum(-1).astype(np.float32) / size
 
+    @classmethod
+    def from_examples(
+        cls, model: Any, model_cfg: Any, inputs: Any, examples: Sequence[Any], capture_blocks
+    ) -> HeldoutProbe:
+        """The probe of synthetic `examples` (`.source`, `.target`, `.instruction`, `.category`),
+        tokenized and text-encoded by `inputs` (a `TrainingInputs`), for `model` of `model_cfg`."""
+        batch = inputs.batch(
+            dict(
+                source=np.stack([e.source for e in examples]),
+                target=np.stack([e.target for e in examples]),
+                instruction=np.asarray([e.instruction for e in examples]),
+            )
+        )
+        return cls(
+            model,
+            batch["source_tokens"],
+            batch["target_tokens"],
+            batch["text_states"],
+            batch["pooled"],
+            batch["micro_conds"],
+            [e.category for e in examples],
+            model_cfg.mask_token_id,
+            model_cfg.timestep_convention,
+            model_cfg.token_stride,
+            tuple(capture_blocks),
+        )
+
     def __call__(self, params) -> dict[str, float]:
         logits, scores = self._forward(params, self.full, self.full_ratio, self.inputs)
         logits, scores = np.asarray(logits), np.asarray(scores)
