@@ -1,4 +1,4 @@
-r"""The embedded default model: 64 px synthetic-world edits, MiniLM text, a 2.9M transformer.
+r"""The embedded default model: 64 px synthetic-world edits, MiniLM text, a 3.2M transformer.
 
 Trained on this 2-core CPU and shipped in `editmgt_jax/assets/default_model`. The recipe, from
 nothing (every step resumes or reuses what it already wrote):
