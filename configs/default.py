@@ -253,14 +253,11 @@ def _stage7(config: ml_collections.ConfigDict, arg: str) -> ml_collections.Confi
         config.init_from = "workdirs/default_stage7_bundle"
         config.init_partial = False
         config.train.steps = 1200
-    if arg == "stage9":  # the source-cell head on stage 8's model (its weights load in part)
-        config.init_from = "workdirs/default_stage8_bundle"
-        config.init_partial = True
+    if arg in ("stage9", "stage10"):  # the source-cell head (`model.source_head`)
         config.model.source_head = 512
         config.train.steps = 1200
-    if arg == "stage10":  # 1,200 more steps from stage 9's bundle on a fresh schedule
-        config.init_from = "workdirs/default_stage9_bundle"
-        config.init_partial = False
-        config.model.source_head = 512
-        config.train.steps = 1200
+        if arg == "stage9":  # on stage 8's model: the head is new, the rest loads in part
+            config.init_from, config.init_partial = "workdirs/default_stage8_bundle", True
+        else:  # 1,200 more steps from stage 9's bundle on a fresh schedule
+            config.init_from, config.init_partial = "workdirs/default_stage9_bundle", False
     return config
