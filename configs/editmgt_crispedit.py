@@ -110,6 +110,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             use_tokens=True,
             worker_count=0,
             category_weights=ml_collections.ConfigDict(),
+            # "synthetic": each read rewords the stored instruction with the synthetic world's
+            # training phrasings (data_pipelines.synthetic.phrasings.rephrase); "": as stored.
+            rephrase="",
         )
     )
     config.train = common.train(

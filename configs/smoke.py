@@ -82,6 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             worker_count=0,
             # Relative sampling weight per category name (absent: 1); empty samples as stored.
             category_weights=ml_collections.ConfigDict(),
+            # "synthetic": each read rewords the stored instruction with the synthetic world's
+            # training phrasings (data_pipelines.synthetic.phrasings.rephrase); "": as stored.
+            rephrase="",
         )
     )
     config.train = common.train()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -54,6 +54,9 @@ class LoaderConfig:
         `CATEGORIES`; absent ones weigh 1). Each decoded record is kept with probability
         weight / max weight (a per-record draw, so the stream stays reproducible and resumable);
         None keeps every record.
+      rephrase: rewords each record's instruction, `(instruction, rng) -> instruction`, drawn
+        with the record's own generator (reproducible and resumable, like the crops); e.g.
+        `data_pipelines.synthetic.phrasings.rephrase`. None keeps the stored words.
     """
 
     batch_size: int
@@ -66,6 +69,7 @@ class LoaderConfig:
     use_tokens: bool = False
     drop_remainder: bool = True
     category_weights: Mapping[str, float] | None = None
+    rephrase: Callable[[str, np.random.Generator], str] | None = None
 
     def __post_init__(self):
         if self.category_weights is not None:
@@ -133,9 +137,11 @@ class DecodeExample(grain.transforms.RandomMap):
         random_crop: bool,
         use_tokens: bool,
         category_weights: Mapping[str, float] | None = None,
+        rephrase: Callable[[str, np.random.Generator], str] | None = None,
     ):
         self.size, self.random_crop, self.use_tokens = size, random_crop, use_tokens
         self.keep = None if category_weights is None else keep_probabilities(category_weights)
+        self.rephrase = rephrase
 
     def random_map(self, element: bytes, rng: np.random.Generator) -> dict[str, Any] | None:
         try:
@@ -145,8 +151,14 @@ class DecodeExample(grain.transforms.RandomMap):
         category = CATEGORIES.index(record.category)
         if self.keep is not None and rng.uniform() >= self.keep[category]:
             return None  # thinned out: this category is sampled less often
+        instruction = record.instruction
+        if self.rephrase is not None:
+            try:
+                instruction = self.rephrase(instruction, rng)
+            except ValueError as error:  # a misconfigured run, not a bad record: stop
+                raise ValueError(f"cannot rephrase record {record.id!r}: {error}") from error
         out: dict[str, Any] = {
-            "instruction": np.asarray(record.instruction),
+            "instruction": np.asarray(instruction),
             "id": np.asarray(record.id),
             "category": np.int32(category),
         }
@@ -169,6 +181,12 @@ class DecodeExample(grain.transforms.RandomMap):
         out["has_mask"] = np.bool_(mask is not None)
         out["mask"] = mask if mask is not None else np.zeros(self.size, np.uint8)
         return out
+
+
+def _decoder(config: LoaderConfig) -> DecodeExample:
+    return DecodeExample(
+        config.size, config.random_crop, config.use_tokens, config.category_weights, config.rephrase
+    )
 
 
 def _crop_seed(seed: int, process_index: int) -> int:
@@ -208,10 +226,7 @@ def host_dataset(
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
     ds = ProcessEpochs(ds, length, index, count, config.num_epochs)
-    decode = DecodeExample(
-        config.size, config.random_crop, config.use_tokens, config.category_weights
-    )
-    ds = ds.random_map(decode, seed=_crop_seed(config.seed, index))
+    ds = ds.random_map(_decoder(config), seed=_crop_seed(config.seed, index))
     it = ds.to_iter_dataset().batch(
         config.batch_size // count, drop_remainder=config.drop_remainder
     )
@@ -277,10 +292,7 @@ def parquet_dataset(
         ds = ds.shuffle(seed=config.seed)
     ds = ds.repeat(config.num_epochs).map(ParquetRows())
     it = InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(mine)))
-    decode = DecodeExample(
-        config.size, config.random_crop, config.use_tokens, config.category_weights
-    )
-    it = it.filter(_is_record).random_map(decode, seed=_crop_seed(config.seed, index))
+    it = it.filter(_is_record).random_map(_decoder(config), seed=_crop_seed(config.seed, index))
     it = it.filter(_is_record).batch(
         config.batch_size // count, drop_remainder=config.drop_remainder
     )

@@ -88,6 +88,17 @@ class Preemption:
         self.requested = True
 
 
+def _rephraser(name: str):
+    """`data.rephrase` -> the loader's instruction rewording (None: the stored words)."""
+    if not name:
+        return None
+    if name == "synthetic":
+        from data_pipelines.synthetic.phrasings import rephrase
+
+        return rephrase
+    raise ValueError(f"data.rephrase is {name!r}; expected '' or 'synthetic'")
+
+
 def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
     data = config.data
     loader_config = LoaderConfig(
@@ -100,6 +111,7 @@ def make_loader(config: ml_collections.ConfigDict) -> EditLoader:
         worker_count=data.worker_count,
         use_tokens=data.use_tokens,
         category_weights=data.category_weights.to_dict() if data.category_weights else None,
+        rephrase=_rephraser(data.get("rephrase", "")),
     )
     if data.use_tokens and data.source == "synthetic":
         raise ValueError(

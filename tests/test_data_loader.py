@@ -99,6 +99,43 @@ def test_a_category_weighted_loader_resumes_with_the_same_next_batches(shards):
     assert CATEGORIES.index("replace") in seen
 
 
+def _id_words(batches) -> list[tuple[str, str]]:
+    return [
+        (str(i), str(t)) for b in batches for i, t in zip(b["id"], b["instruction"], strict=True)
+    ]
+
+
+def test_a_rephrasing_loader_rewords_reproducibly_and_resumes(shards):
+    """data.rephrase: each read gets new words for the same edit, drawn with the record's own
+    generator, so a resumed run reads the words an uninterrupted one reads."""
+    from data_pipelines.synthetic.phrasings import parse_instruction, rephrase
+
+    def edit(text):  # the category and the slots every phrasing of it names
+        category, slots = parse_instruction(text)
+        return category, {k: v for k, v in slots.items() if k != "color"}
+
+    config = LoaderConfig(batch_size=5, resolution=32, seed=3, num_epochs=None, rephrase=rephrase)
+    batches = _assert_resumes(shards, config, before=4, after=10)  # two epochs and a bit
+    as_stored = dataclasses.replace(config, rephrase=None, num_epochs=1)
+    stored = dict(_id_words(EditLoader(shards, as_stored)))
+    reads = _id_words(batches)
+    assert all(edit(t) == edit(stored[i]) for i, t in reads)  # the same edit ...
+    assert sum(t != stored[i] for i, t in reads) > len(reads) // 2  # ... mostly in other words
+    per_record: dict[str, set[str]] = {}
+    for i, t in reads:
+        per_record.setdefault(i, set()).add(t)
+    assert any(len(words) > 1 for words in per_record.values())  # a new draw on each read
+
+
+def test_a_rephraser_that_cannot_read_a_record_stops_the_loader(shards):
+    def refuse(text, rng):
+        raise ValueError("not a phrasing of this world")
+
+    config = LoaderConfig(batch_size=2, resolution=32, seed=0, rephrase=refuse)
+    with pytest.raises(ValueError, match="cannot rephrase record 'synthetic-train-s2-.*not a"):
+        next(EditLoader(shards, config))
+
+
 def test_batch_fields_and_global_arrays_on_a_mesh():
     import jax
     from jax.sharding import Mesh
@@ -201,3 +238,21 @@ def test_category_weights_thin_out_the_other_categories_reproducibly(tmp_path):
         LoaderConfig(batch_size=1, category_weights={"recolor": 2.0})
     with pytest.raises(ValueError, match="finite, >= 0"):
         LoaderConfig(batch_size=1, category_weights={"add": -1.0})
+
+
+def test_the_train_config_names_the_rephraser():
+    from configs import smoke
+    from data_pipelines.synthetic.phrasings import parse_instruction
+    from launch.train import make_loader
+
+    config = smoke.get_config()
+    config.data.update(dict(source="synthetic", synthetic_num=8, rephrase="synthetic"))
+    with make_loader(config) as loader:
+        words = [str(t) for t in next(loader)["instruction"]]
+    config.data.rephrase = ""
+    with make_loader(config) as loader:
+        stored = [str(t) for t in next(loader)["instruction"]]
+    assert words != stored and all(parse_instruction(t) for t in words)
+    config.data.rephrase = "paraphrase"
+    with pytest.raises(ValueError, match="data.rephrase is 'paraphrase'; expected '' or"):
+        make_loader(config)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,16 @@ from data_pipelines.schema import CATEGORIES, decode_record, encode_record
 from data_pipelines.synthetic import edits, make_example, to_record, world
 from data_pipelines.synthetic.edits import PLANNERS
 from data_pipelines.synthetic.generate import target_from_instruction
-from data_pipelines.synthetic.phrasings import STYLE_TEMPLATES, TEMPLATES, parse_instruction
+from data_pipelines.synthetic.phrasings import (
+    EXTRA_STYLE_TEMPLATES,
+    EXTRA_TEMPLATES,
+    FUNCTION_WORDS,
+    STYLE_TEMPLATES,
+    TEMPLATES,
+    WRAPPERS,
+    parse_instruction,
+    rephrase,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +63,54 @@ def test_heldout_phrasings_are_disjoint_from_train_and_used():
     heldout = [make_example(0, i, 32, split="heldout") for i in range(14)]
     train = [make_example(0, i, 32, split="train") for i in range(14)]
     assert {e.instruction for e in heldout}.isdisjoint({e.instruction for e in train})
+
+
+def _words(phrasings) -> set[str]:
+    return {w.strip(",") for p in phrasings for w in p.split() if not w.startswith("{")}
+
+
+def test_extra_training_phrasings_bring_in_no_heldout_word():
+    """The rule the extra phrasings and the wrappers follow: no word of a held-out phrasing that
+    the training phrasings of the same key lack (function words aside)."""
+    tables = [(TEMPLATES, EXTRA_TEMPLATES), (STYLE_TEMPLATES, EXTRA_STYLE_TEMPLATES)]
+    for table, extra in tables:
+        assert set(extra) == set(table)
+        for key, splits in table.items():
+            unseen = _words(splits["heldout"]) - _words(splits["train"]) - FUNCTION_WORDS
+            brought = _words(extra[key]) | _words(w.replace("{}", "") for w in WRAPPERS)
+            assert not brought & unseen, (key, sorted(brought & unseen))
+            assert not set(extra[key]) & {*splits["train"], *splits["heldout"]}, key
+
+
+def test_rephrase_keeps_the_edit_and_its_target():
+    rng = np.random.default_rng(0)
+    words_seen = set()
+    for index in range(42):
+        ex = make_example(8, index, 32, split="heldout" if index % 2 else "train")
+        if ex.category == "style":
+            heldout = STYLE_TEMPLATES[ex.details["style"]]["heldout"]
+        else:
+            slots = ex.details | {"color": ex.details.get("obj", "").rsplit(" ", 1)[0]}
+            heldout = [t.format(**slots) for t in TEMPLATES[ex.category]["heldout"]]
+        heldout = {re.sub(r"(^|\s)a ([aeiou])", r"\1an \2", t) for t in heldout}
+        heldout |= {w.format(t) for w in WRAPPERS for t in heldout}
+        for _ in range(3):
+            words = rephrase(ex.instruction, rng)
+            words_seen.add(words)
+            np.testing.assert_array_equal(target_from_instruction(ex.scene, words), ex.target)
+            assert words not in heldout, (ex.instruction, words)
+    assert len(words_seen) > 100  # of 126 draws
+    first = [rephrase("remove the red circle", np.random.default_rng(3)) for _ in range(2)]
+    assert first[0] == first[1]  # the generator decides
+    with pytest.raises(ValueError, match="matches 0 readings"):
+        rephrase("make the car red", rng)
+
+
+def test_backgrounds_named_with_an_parse_back():
+    # "a olive checkerboard" is written "an olive checkerboard" in an instruction.
+    category, slots = parse_instruction("change the background to an olive checkerboard")
+    assert (category, slots) == ("background change", {"background": "a olive checkerboard"})
+    assert world.background_named(slots["background"]).description == "a olive checkerboard"
 
 
 def test_instructions_name_the_edited_object():
