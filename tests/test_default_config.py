@@ -10,13 +10,13 @@ from editmgt_jax.models.transformer_config import TransformerConfig
 HEAD_STAGES = ("stage9", "stage10", "stage11", "stage12", "stage13")
 
 
-@pytest.mark.parametrize("arg", [None, "stage1", "stage7", "stage8", *HEAD_STAGES])
+@pytest.mark.parametrize("arg", [None, "stage1", "stage7", "stage8", *HEAD_STAGES, "stage14"])
 def test_every_stage_builds_a_model_config(arg):
     config = default.get_config(arg)
     model = TransformerConfig.from_dict(config.model)
-    assert model.source_head == (512 if arg in HEAD_STAGES else 0)
-    assert model.source_copy == (arg in ("stage7", "stage8", *HEAD_STAGES))
-    assert config.data.rephrase == ("synthetic" if arg in HEAD_STAGES[2:] else "")
+    assert model.source_head == (512 if arg in (*HEAD_STAGES, "stage14") else 0)
+    assert model.source_copy == (arg in ("stage7", "stage8", *HEAD_STAGES, "stage14"))
+    assert config.data.rephrase == ("synthetic" if arg in (*HEAD_STAGES[2:], "stage14") else "")
 
 
 def test_the_head_stages_warm_start_from_the_stage_before():
@@ -30,6 +30,15 @@ def test_the_head_stages_warm_start_from_the_stage_before():
     assert len({c.seed for c in configs[2:]}) == 3 and configs[2].seed == default.get_config().seed
 
 
+def test_stage_14_is_stage_13_with_more_motion_changes():
+    thirteen, fourteen = default.get_config("stage13"), default.get_config("stage14")
+    weights = thirteen.data.category_weights.to_dict()
+    assert fourteen.data.category_weights.to_dict() == weights | {"motion change": 3.0}
+    assert "motion change" not in weights
+    fourteen.data.category_weights = thirteen.data.category_weights
+    assert fourteen.to_dict() == thirteen.to_dict()  # nothing else differs
+
+
 def test_an_unknown_stage_is_refused():
-    with pytest.raises(ValueError, match="stage14"):
-        default.get_config("stage14")
+    with pytest.raises(ValueError, match="stage15"):
+        default.get_config("stage15")
